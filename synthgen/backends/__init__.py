@@ -1,0 +1,1 @@
+"""Model backends: one narrow async method, `complete(request) -> Completion`."""
