@@ -1,0 +1,188 @@
+"""The `synthgen` command: a thin layer that parses options, runs the library, and turns errors into messages."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from synthgen.errors import SynthgenError
+from synthgen.stats import RunStats
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+taxonomy_app = typer.Typer(no_args_is_help=True, help="Inspect task taxonomies.")
+app.add_typer(taxonomy_app, name="taxonomy")
+console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _guarded(action: Callable[[], T]) -> T:
+    """Run `action`; a SynthgenError becomes a one-line message and exit code 2."""
+    try:
+        return action()
+    except SynthgenError as exc:
+        console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; re-run the same command to resume[/]")
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def run(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
+    backend: Annotated[Optional[str], typer.Option(help="backend kind: openai (any OpenAI-compatible server) or sim")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model name sent to the backend")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")] = None,
+    max_concurrency: Annotated[Optional[int], typer.Option(help="requests in flight")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="use only the first N input records (or N draws)")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="run directory (default outputs/<recipe name>)")] = None,
+    fresh: Annotated[bool, typer.Option(help="discard the run directory's earlier results and cache")] = False,
+) -> None:
+    """Run a recipe; re-running the same command resumes where an earlier run stopped."""
+    from synthgen.pipeline import run_recipe
+    from synthgen.recipe import load_recipe
+
+    recipe = _guarded(lambda: load_recipe(recipe_path)).with_backend(
+        kind=backend, model=model, base_url=base_url, max_concurrency=max_concurrency
+    )
+    run_dir = out or Path("outputs") / recipe.name
+    stats = RunStats()
+    with _live_progress(stats):
+        result = _guarded(lambda: run_recipe(recipe, run_dir, fresh=fresh, limit=limit, stats=stats))
+    _print_summary(stats)
+    console.print(f"dataset: {result.run_dir.dataset_path}  ({result.records} records)", highlight=False)
+    console.print(f"rejects: {result.run_dir.rejects_path}  ({sum(stats.rejects.values())} records)", highlight=False)
+    console.print(f"stats:   {result.run_dir.stats_path}", highlight=False)
+
+
+@app.command()
+def render(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
+    n: Annotated[int, typer.Option("-n", help="how many prompts to show")] = 3,
+) -> None:
+    """Print the first generate stage's rendered prompts without calling a backend."""
+    from itertools import islice
+
+    from synthgen.pipeline import build_stages, open_source
+    from synthgen.recipe import load_recipe
+    from synthgen.stages.generate import Generate
+
+    def prompts() -> list[tuple[str, list[dict[str, str]]]]:
+        recipe = load_recipe(recipe_path)
+        stages = build_stages(recipe, RunStats(), limit=n)
+        first = stages[0]
+        if not isinstance(first, Generate):
+            raise SynthgenError(f"{recipe_path}: the first stage is '{first.name}'; render shows a first generate stage")
+        source = open_source(recipe)
+        return [(job.leaf.path, job.messages) for job in islice(first.jobs(source or []), n)]
+
+    for index, (leaf, messages) in enumerate(_guarded(prompts), start=1):
+        typer.echo(f"--- prompt {index} (leaf: {leaf}) ---")
+        for message in messages:
+            typer.echo(f"[{message['role']}]\n{message['content']}\n")
+
+
+@taxonomy_app.command("show")
+def taxonomy_show(file: Annotated[Path, typer.Argument(help="taxonomy YAML file")]) -> None:
+    """Print the task tree with each leaf's probability."""
+    from synthgen.taxonomy import Taxonomy
+
+    tree = _guarded(lambda: Taxonomy.load(file)).render_tree()
+    Console().print(tree)
+
+
+@app.command("sim-server")
+def sim_server(
+    port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 8000,
+    host: Annotated[str, typer.Option(help="loopback address to bind")] = "127.0.0.1",
+    latency: Annotated[float, typer.Option(help="seconds per request")] = 0.05,
+    jitter: Annotated[float, typer.Option(help="+- seconds of uniform jitter")] = 0.0,
+    capacity: Annotated[Optional[int], typer.Option(help="requests processed at once; more queue")] = None,
+    fault: Annotated[Optional[list[str]], typer.Option(help="KIND=RATE, repeatable, e.g. rate_limit=0.05")] = None,
+    duplicate_rate: Annotated[float, typer.Option(help="share of prompts whose samples collide")] = 0.1,
+) -> None:
+    """Serve the simulated OpenAI-compatible API (for tests, benchmarks and trying recipes offline)."""
+    from pydantic import ValidationError
+
+    from synthgen.backends.sim import SimConfig, serve
+
+    faults: dict[str, float] = {}
+    for item in fault or []:
+        kind, _, rate = item.partition("=")
+        try:
+            faults[kind] = float(rate)
+        except ValueError:
+            raise typer.BadParameter(f"--fault {item!r}: write KIND=RATE, e.g. server_error=0.05") from None
+    try:
+        config = SimConfig(latency=latency, jitter=jitter, capacity=capacity, faults=faults, duplicate_rate=duplicate_rate)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc.errors(include_url=False)[0]["msg"])) from None
+    console.print(f"sim server on http://{host}:{port}/v1 (Ctrl-C stops it)", highlight=False)
+    try:
+        serve(config, host=host, port=port)
+    except (ValueError, OSError) as exc:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+
+
+class _live_progress:
+    """A progress bar fed from RunStats by a background thread while the run works in the foreground."""
+
+    def __init__(self, stats: RunStats) -> None:
+        self.stats = stats
+        self.progress = Progress(
+            TextColumn("[bold]requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[rates]}"), console=console, transient=False,
+        )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> _live_progress:
+        self.task = self.progress.add_task("requests", total=None, rates="")
+        self.progress.start()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._update()
+        self.progress.stop()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.25):
+            self._update()
+
+    def _update(self) -> None:
+        s, elapsed = self.stats, max(self.stats.elapsed, 1e-9)
+        rates = (f"{s.finished_requests / elapsed:,.0f} req/s  {(s.prompt_tokens + s.completion_tokens) / elapsed:,.0f} tok/s  "
+                 f"retries {sum(s.retries.values())}  cache hits {s.cache_hits}  rejects {sum(s.rejects.values())}")
+        total = max(s.expected_requests or 0, s.planned_requests) or None
+        self.progress.update(self.task, completed=s.finished_requests, total=total, rates=rates)
+
+
+def _print_summary(stats: RunStats) -> None:
+    table = Table(title="run summary")
+    for column in ("stage", "in", "out", "rejected"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for name, counts in stats.stages.items():
+        table.add_row(name, str(counts.records_in), str(counts.records_out), str(counts.rejected))
+    console.print(table)
+    data = stats.to_dict()
+    requests, tokens = data["requests"], data["tokens"]
+    console.print(
+        f"requests {requests['finished']} (http {requests['http_sent']}, cache hits {requests['cache_hits']}, "
+        f"retries {sum(requests['retries_by_cause'].values())})  tokens in {tokens['prompt']} out {tokens['completion']}  "
+        f"wall {data['wall_time_s']:.1f}s  {data['requests_per_s']:.0f} req/s",
+        highlight=False,
+    )
+    if data["rejects_by_reason"]:
+        console.print("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in data["rejects_by_reason"].items()), highlight=False)

@@ -1,0 +1,241 @@
+"""Runs a recipe: builds its stages, streams records through them, checkpoints each finished stage,
+and resumes from the last valid checkpoint (generation itself resumes through the request cache)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from synthgen.aio import LoopThread
+from synthgen.backends.factory import create_backend
+from synthgen.cache import CachedBackend, RequestCache
+from synthgen.errors import ConfigError
+from synthgen.hashing import content_hash
+from synthgen.recipe import Recipe
+from synthgen.record import Record
+from synthgen.rundir import JsonlWriter, RunDir, write_atomic
+from synthgen.runtime import Runtime
+from synthgen.stages import STAGES, Stage, StageContext
+from synthgen.stages.base import RejectSink, discard_rejects
+from synthgen.stages.source import Source
+from synthgen.stats import RunStats, StageCounts
+
+
+@dataclass
+class RunResult:
+    """Where a finished run's outputs are, and its counters."""
+
+    run_dir: RunDir
+    stats: RunStats
+    records: int
+
+
+def open_source(recipe: Recipe) -> Source | None:
+    """The recipe's input source, or None for recipes that draw prompts from a taxonomy alone."""
+    if recipe.source is None:
+        return None
+    return Source(recipe.source, recipe.resolve(recipe.source.path))
+
+
+def build_stages(
+    recipe: Recipe,
+    stats: RunStats,
+    *,
+    limit: int | None = None,
+    runtime: Runtime | None = None,
+    reject_sink: Callable[[str], RejectSink] | None = None,
+) -> list[Stage]:
+    """Instantiate the recipe's stages (templates, taxonomies and schemas are checked here, before any request)."""
+    stages: list[Stage] = []
+    for index, spec in enumerate(recipe.stage_specs):
+        params, field = spec.params, f"stages[{index}].{spec.name}"
+        count = getattr(params, "count", None)
+        if index == 0 and recipe.source is None:
+            if count is None:
+                raise ConfigError(str(recipe.path), f"{field}", "with no `source`, the first stage must be a generate stage with `count`")
+            if limit is not None:
+                params = params.model_copy(update={"count": min(count, limit)})
+        elif count is not None:
+            raise ConfigError(str(recipe.path), f"{field}.count", "`count` applies only to the first stage of a recipe without a `source`")
+        label = f"{index:02d}-{spec.name}"
+        ctx = StageContext(
+            label=label, index=index, seed=recipe.seed, recipe_path=recipe.path,
+            prompts_dir=recipe.resolve(recipe.prompts_dir), resolve=recipe.resolve, stats=stats,
+            reject=reject_sink(label) if reject_sink else discard_rejects, runtime=runtime,
+        )
+        stages.append(STAGES[spec.name](params, ctx))
+    return stages
+
+
+def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: int | None = None,
+               stats: RunStats | None = None) -> RunResult:
+    """Run `recipe` into the run directory `out`, resuming whatever an earlier run there finished."""
+    stats = stats or RunStats()
+    run_dir = RunDir(out).open(fresh)
+    with run_dir, ExitStack() as stack:
+        frozen = recipe.model_dump(mode="json", by_alias=True)
+        run_dir.write_recipe({**frozen, "run": {"limit": limit}})
+        source = open_source(recipe)
+        cache = RequestCache(run_dir.cache_path)
+        stack.callback(cache.close)
+        loop = LoopThread()
+        stack.callback(loop.close)
+        backend = create_backend(recipe.backend, stats, stack)
+        stack.callback(lambda: loop.run(backend.aclose()))
+        runtime = Runtime(
+            CachedBackend(backend, cache, stats), loop, recipe.backend.model, recipe.backend.kind,
+            max_pending=2 * recipe.backend.max_concurrency + 64,
+        )
+        rejects = _RejectLog(stats)
+        stages = build_stages(recipe, stats, limit=limit, runtime=runtime, reject_sink=rejects.sink)
+        fingerprints = _fingerprints(recipe, stages, source, limit)
+        start = _resume_point(run_dir, stages, fingerprints, stats)
+        stats.expected_requests = _expected_requests(stages, source, limit, start)
+
+        stream: Iterable[Record] = _read_checkpoint(run_dir, stages[start - 1]) if start else _limited(source, limit)
+        wrappers: list[Generator[Record, None, None]] = []
+        for stage, fingerprint in zip(stages[start:], fingerprints[start:]):
+            wrappers.append(_checkpointed(stage, stream, run_dir, fingerprint, rejects))
+            stream = wrappers[-1]
+        dataset = JsonlWriter(run_dir.dataset_path)
+        written = 0
+        try:
+            for record in stream:
+                dataset.write(record)
+                written += 1
+        except BaseException:
+            dataset.discard()
+            for wrapper in reversed(wrappers):
+                wrapper.close()
+            raise
+        dataset.commit()
+        _merge_rejects(run_dir, stages)
+        write_atomic(run_dir.stats_path, orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2))
+    return RunResult(run_dir, stats, written)
+
+
+class _RejectLog:
+    """Routes each stage's rejects to that stage's checkpoint writer and counts them."""
+
+    def __init__(self, stats: RunStats) -> None:
+        self.stats = stats
+        self.writers: dict[str, JsonlWriter] = {}
+
+    def sink(self, label: str) -> RejectSink:
+        counts = self.stats.stage(label)
+
+        def reject(record: Record, reason: str, detail: str | None) -> None:
+            counts.rejected += 1
+            self.stats.rejects[reason] += 1
+            line = {"id": record.id, "stage": label, "reason": reason, "detail": detail,
+                    "fields": record.fields, "meta": record.meta}
+            self.writers[label].write_line(orjson.dumps(line))
+
+        return reject
+
+
+def _checkpoint_paths(run_dir: RunDir, stage: Stage) -> tuple[Path, Path, Path]:
+    base = run_dir.checkpoints / stage.ctx.label
+    return base.with_suffix(".jsonl"), base.with_suffix(".rejects.jsonl"), base.with_suffix(".done")
+
+
+def _checkpointed(stage: Stage, records: Iterable[Record], run_dir: RunDir, fingerprint: str,
+                  rejects: _RejectLog) -> Generator[Record, None, None]:
+    """Run `stage`, counting and checkpointing what it yields; the checkpoint appears only when it finishes."""
+    counts = stage.ctx.stats.stage(stage.ctx.label)
+    output_path, rejects_path, done_path = _checkpoint_paths(run_dir, stage)
+    output, rejects.writers[stage.ctx.label] = JsonlWriter(output_path), JsonlWriter(rejects_path)
+
+    def counted(inputs: Iterable[Record]) -> Iterator[Record]:
+        for record in inputs:
+            counts.records_in += 1
+            yield record
+
+    try:
+        for record in stage.run(counted(records)):
+            counts.records_out += 1
+            output.write(record)
+            yield record
+    except BaseException:
+        output.discard()
+        rejects.writers[stage.ctx.label].discard()
+        raise
+    output.commit()
+    rejects.writers[stage.ctx.label].commit()
+    write_atomic(done_path, orjson.dumps({"fingerprint": fingerprint, "counts": vars(counts)}))
+
+
+def _fingerprints(recipe: Recipe, stages: list[Stage], source: Source | None, limit: int | None) -> list[str]:
+    """Per stage, a hash of everything its output depends on: the recipe up to it and the files it reads."""
+    files = sorted(p for p in recipe.resolve(recipe.prompts_dir).rglob("*") if p.is_file())
+    if source is not None:
+        files.append(source.path)
+    stamps = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+    head = [recipe.seed, recipe.backend.kind, recipe.backend.model, recipe.source and recipe.source.model_dump(), limit, stamps]
+    prints, chain = [], head
+    for spec in recipe.stage_specs[: len(stages)]:
+        params = spec.params.model_dump(mode="json", by_alias=True)
+        referenced = [recipe.resolve(v) for v in params.values() if isinstance(v, str) and recipe.resolve(v).is_file()]
+        chain = [chain, spec.name, params, [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in referenced]]
+        prints.append(content_hash(chain))
+    return prints
+
+
+def _resume_point(run_dir: RunDir, stages: list[Stage], fingerprints: list[str], stats: RunStats) -> int:
+    """Index of the first stage to run: one past the last stage whose checkpoint is complete and current."""
+    for index in range(len(stages) - 1, -1, -1):
+        done_path = _checkpoint_paths(run_dir, stages[index])[2]
+        if done_path.exists() and orjson.loads(done_path.read_bytes()).get("fingerprint") == fingerprints[index]:
+            for earlier in stages[: index + 1]:
+                done = orjson.loads(_checkpoint_paths(run_dir, earlier)[2].read_bytes())
+                stats.stages[earlier.ctx.label] = StageCounts(**done["counts"])
+            return index + 1
+    return 0
+
+
+def _read_checkpoint(run_dir: RunDir, stage: Stage) -> Iterator[Record]:
+    with _checkpoint_paths(run_dir, stage)[0].open("rb") as handle:
+        for line in handle:
+            yield Record.from_json(line)
+
+
+def _limited(source: Source | None, limit: int | None) -> Iterator[Record]:
+    if source is None:
+        return
+    for count, record in enumerate(source):
+        if limit is not None and count >= limit:
+            return
+        yield record
+
+
+def _expected_requests(stages: list[Stage], source: Source | None, limit: int | None, start: int) -> int | None:
+    """Requests the generate stages will make, assuming filters drop nothing (for the progress bar)."""
+    records = (source.estimate() or 0) if source is not None else 0
+    if limit is not None and records:
+        records = min(records, limit)
+    total = 0
+    for index, stage in enumerate(stages):
+        count, n = getattr(stage.params, "count", None), getattr(stage.params, "n", None)
+        if n is None:
+            continue
+        records = (count or records or 0) * n
+        if index >= start:
+            total += records
+    return total or None
+
+
+def _merge_rejects(run_dir: RunDir, stages: list[Stage]) -> None:
+    """rejects.jsonl: every stage's rejects, in stage order."""
+    writer = JsonlWriter(run_dir.rejects_path)
+    for stage in stages:
+        path = _checkpoint_paths(run_dir, stage)[1]
+        if path.exists():
+            with path.open("rb") as handle:
+                for line in handle:
+                    writer.write_line(line.rstrip(b"\n"))
+    writer.commit()

@@ -1,0 +1,85 @@
+"""The recipe: YAML parsed once into pydantic models; unknown keys rejected; errors name file and field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from synthgen.backends.factory import BackendConfig
+from synthgen.config import load_yaml, validate
+from synthgen.errors import ConfigError
+from synthgen.stages import STAGES
+from synthgen.stages.base import StageParams
+from synthgen.stages.source import SourceConfig
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One validated entry of `stages:`."""
+
+    name: str
+    params: StageParams
+
+
+class Recipe(BaseModel):
+    """A run's whole configuration. Relative paths resolve against the working directory, then the
+    recipe's folder, then its parent (so `recipes/x.yaml` may name `prompts/...` from the project root)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    seed: int = 0
+    prompts_dir: str = "prompts"
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    source: SourceConfig | None = None
+    stages: list[dict[str, Any]] = Field(min_length=1)
+
+    _path: Path = PrivateAttr(default=Path("recipe.yaml"))
+    _specs: list[StageSpec] = PrivateAttr(default_factory=list)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def stage_specs(self) -> list[StageSpec]:
+        return self._specs
+
+    def resolve(self, relative: str) -> Path:
+        """Find a path the recipe names (see the class docstring); the first candidate if none exists."""
+        path = Path(relative)
+        if path.is_absolute():
+            return path
+        candidates = [Path.cwd() / path, self._path.parent / path, self._path.parent.parent / path]
+        return next((c for c in candidates if c.exists()), candidates[0])
+
+    def with_backend(self, **overrides: Any) -> Recipe:
+        """A copy whose backend settings are updated with the non-None `overrides`."""
+        updates = {key: value for key, value in overrides.items() if value is not None}
+        copy = self.model_copy(update={"backend": self.backend.model_copy(update=updates)})
+        copy._path, copy._specs = self._path, self._specs
+        return copy
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file, including every stage's parameters."""
+    path = Path(path)
+    source = str(path)
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(source, None, "a recipe is a YAML mapping with name, backend, source and stages")
+    recipe = validate(Recipe, data, source)
+    specs = []
+    for index, entry in enumerate(recipe.stages):
+        if len(entry) != 1:
+            raise ConfigError(source, f"stages[{index}]", "each stage is a mapping with one key, e.g. `- generate: {...}`")
+        ((name, params),) = entry.items()
+        if name not in STAGES:
+            raise ConfigError(source, f"stages[{index}]", f"unknown stage '{name}'; known stages: {sorted(STAGES)}")
+        specs.append(StageSpec(name, validate(STAGES[name].Params, params or {}, source, f"stages[{index}].{name}")))
+    recipe._path, recipe._specs = path, specs
+    return recipe

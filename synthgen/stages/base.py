@@ -1,0 +1,83 @@
+"""The stage contract: `run(records) -> records`. Base classes own the bookkeeping; concrete stages do one job."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from synthgen.record import Record
+from synthgen.stats import RunStats
+
+RejectSink = Callable[[Record, str, str | None], None]
+
+
+class StageParams(BaseModel):
+    """Base of every stage's parameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def discard_rejects(record: Record, reason: str, detail: str | None) -> None:
+    """The reject sink of dry runs."""
+
+
+@dataclass
+class StageContext:
+    """What a stage may use besides its parameters. `runtime` holds the backend services (None in dry runs)."""
+
+    label: str
+    index: int
+    seed: int
+    recipe_path: Path
+    prompts_dir: Path
+    resolve: Callable[[str], Path]
+    stats: RunStats = field(default_factory=RunStats)
+    reject: RejectSink = discard_rejects
+    runtime: Any = None
+
+
+class Stage(ABC):
+    """One job over a stream of records. Subclasses set `name` and `Params` and implement `run`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[StageParams]] = StageParams
+
+    def __init__(self, params: StageParams, ctx: StageContext) -> None:
+        self.params = params
+        self.ctx = ctx
+
+    @abstractmethod
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        """Consume records, yield records (zero, one or many per input)."""
+
+
+class Filter(Stage):
+    """A stage that keeps or drops each record; drops go to rejects with a named reason."""
+
+    reason: ClassVar[str]
+
+    @abstractmethod
+    def keep(self, record: Record) -> bool | str:
+        """True keeps the record; False drops it with `reason`; a string drops it with that reason."""
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in records:
+            verdict = self.keep(record)
+            if verdict is True:
+                yield record
+            else:
+                self.ctx.reject(record, verdict if isinstance(verdict, str) else self.reason, None)
+
+
+STAGES: dict[str, type[Stage]] = {}
+
+
+def register(cls: type[Stage]) -> type[Stage]:
+    """Add a stage class to the registry under its `name` (built-ins register the same way as plugins)."""
+    STAGES[cls.name] = cls
+    return cls

@@ -1,0 +1,217 @@
+"""The generate stage: sample taxonomy leaves, render prompts, call the backend, keep completions with provenance.
+
+Requests stream through a sliding window: up to `Runtime.max_pending` jobs are submitted ahead of the
+oldest unfinished one, and records come out in input order, so a resumed run writes the same dataset.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from synthgen.backends.base import ChatRequest
+from synthgen.errors import ConfigError, RetryableBackendError, TemplateError
+from synthgen.hashing import stable_int
+from synthgen.prompts import PromptLibrary
+from synthgen.record import Record, make_record_id
+from synthgen.runtime import Runtime
+from synthgen.stages.base import Stage, StageContext, StageParams, register
+from synthgen.taxonomy import Leaf, Taxonomy
+from synthgen.validation import InvalidOutput, OutputSchema
+
+
+class SamplingParams(StageParams):
+    """Sampling parameters sent with each request; `extra` passes server-specific ones through as-is."""
+
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: list[str] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def to_body(self) -> dict[str, Any]:
+        """The non-empty parameters as request-body keys."""
+        body = self.model_dump(exclude_none=True, exclude={"extra"})
+        return {**body, **self.extra}
+
+
+class GenerateParams(StageParams):
+    """`template` or `taxonomy` says what to ask; `schema`/`schema_model` asks for structured output."""
+
+    template: str | None = None
+    taxonomy: str | None = None
+    count: int | None = Field(default=None, ge=1, description="prompts to draw when the stage has no input")
+    n: int = Field(default=1, ge=1, le=256)
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.8, max_tokens=512))
+    output: str = "text"
+    json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
+    schema_model: str | None = None
+    keep_input: bool = True
+    max_retries: int = Field(default=2, ge=0, le=20)
+    allow_truncated: bool = False
+
+    @model_validator(mode="after")
+    def _one_of_each(self) -> GenerateParams:
+        if not (self.template or self.taxonomy):
+            raise ValueError("set `template` or `taxonomy` (or both: the template is the leaves' default)")
+        if self.json_schema is not None and self.schema_model:
+            raise ValueError("set `schema` or `schema_model`, not both")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request to make: which input, which leaf, which rendered messages, which sample."""
+
+    parent: Record | None
+    origin: str
+    leaf: Leaf
+    template: str
+    placeholders: dict[str, Any]
+    messages: list[dict[str, str]]
+    sampling: dict[str, Any]
+    sample: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """A job that produced no usable completion."""
+
+    job: Job
+    reason: str
+    detail: str
+    raw: str | None
+
+
+@register
+class Generate(Stage):
+    """Turns each input record (or each of `count` draws) into `n` completions."""
+
+    name = "generate"
+    Params = GenerateParams
+    params: GenerateParams
+
+    def __init__(self, params: GenerateParams, ctx: StageContext) -> None:  # type: ignore[override]
+        super().__init__(params, ctx)
+        source = str(ctx.recipe_path)
+        field = f"stages[{ctx.index}].generate"
+        self.prompts = PromptLibrary(ctx.prompts_dir)
+        if params.taxonomy:
+            self.taxonomy = Taxonomy.load(ctx.resolve(params.taxonomy))
+        else:
+            assert params.template is not None
+            self.taxonomy = Taxonomy.single(params.template)
+        self.leaf_sampling = {}
+        for leaf in self.taxonomy.leaves:
+            template = leaf.template or params.template
+            if template is None:
+                raise ConfigError(self.taxonomy.source, leaf.path, "leaf has no template and the stage sets none")
+            self.prompts.variables(template)  # fails early on a missing template or a syntax error
+            try:
+                merged = SamplingParams.model_validate({**params.sampling.model_dump(exclude_none=True), **leaf.sampling})
+            except ValueError as exc:
+                raise ConfigError(self.taxonomy.source, f"{leaf.path}.sampling", str(exc)) from None
+            self.leaf_sampling[leaf.path] = merged.to_body()
+        self.schema: OutputSchema | None = None
+        if params.json_schema is not None:
+            self.schema = OutputSchema.from_inline(params.json_schema, source, f"{field}.schema")
+        elif params.schema_model:
+            self.schema = OutputSchema.from_model(params.schema_model, source, f"{field}.schema_model")
+
+    def jobs(self, records: Iterable[Record]) -> Iterator[Job]:
+        """Every request this stage will make for `records`, rendered; needs no backend."""
+        if self.params.count is not None:
+            inputs: Iterable[tuple[Record | None, str]] = (
+                (None, make_record_id("draw", self.ctx.label, i)) for i in range(self.params.count)
+            )
+        else:
+            inputs = ((record, record.id) for record in records)
+        for parent, origin in inputs:
+            rng = random.Random(stable_int(self.ctx.seed, self.ctx.label, origin))
+            leaf, placeholders = self.taxonomy.sample(rng)
+            template = leaf.template or self.params.template
+            assert template is not None
+            variables = {**placeholders, "leaf": leaf.path, "record": parent.fields if parent else {}}
+            try:
+                messages = self.prompts.render(template, variables)
+            except TemplateError as exc:
+                where = f" (input {parent.meta.get('source')}:{parent.meta.get('line')})" if parent else ""
+                raise TemplateError(template, exc.message + where) from None
+            for sample in range(self.params.n):
+                yield Job(parent, origin, leaf, template, placeholders, messages, self.leaf_sampling[leaf.path], sample)
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        runtime: Runtime = self.ctx.runtime
+        pending: deque[Future[Record | Rejection]] = deque()
+        try:
+            for job in self.jobs(records):
+                self.ctx.stats.planned_requests += 1
+                pending.append(runtime.loop.submit(self._produce(job, runtime)))
+                while len(pending) >= runtime.max_pending:
+                    yield from self._emit(pending.popleft().result())
+            while pending:
+                yield from self._emit(pending.popleft().result())
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _emit(self, outcome: Record | Rejection) -> Iterator[Record]:
+        self.ctx.stats.finished_requests += 1
+        if isinstance(outcome, Record):
+            yield outcome
+            return
+        job = outcome.job
+        fields = dict(job.parent.fields) if job.parent else {}
+        rejected = Record(self._record_id(job), fields, {"parents": self._parents(job), "leaf": job.leaf.path})
+        self.ctx.reject(rejected, outcome.reason, outcome.detail if outcome.raw is None else f"{outcome.detail}; raw: {outcome.raw}")
+
+    async def _produce(self, job: Job, runtime: Runtime) -> Record | Rejection:
+        schema = self.schema.schema if self.schema else None
+        failure: Rejection | None = None
+        for attempt in range(self.params.max_retries + 1):
+            seed = stable_int(self.ctx.seed, self.ctx.label, job.origin, job.sample, attempt) % 2**31
+            request = ChatRequest(runtime.model, job.messages, {**job.sampling, "seed": seed}, schema, job.sample, attempt)
+            try:
+                completion = await runtime.backend.complete(request)
+            except RetryableBackendError as exc:
+                return Rejection(job, f"backend_{exc.cause}", str(exc), None)
+            if completion.finish_reason == "length" and not self.params.allow_truncated:
+                failure = Rejection(job, "truncated", "finish_reason=length", completion.text)
+                continue
+            try:
+                fields = self.schema.parse(completion.text) if self.schema else {self.params.output: completion.text}
+            except InvalidOutput as exc:
+                failure = Rejection(job, exc.reason, exc.detail, completion.text)
+                continue
+            step = {
+                "stage": self.ctx.label, "template": job.template, "leaf": job.leaf.path,
+                "placeholders": job.placeholders, "backend": runtime.backend_kind, "model": runtime.model,
+                "sampling": request.params, "sample": job.sample, "attempt": attempt, "request": request.key(),
+                "finish_reason": completion.finish_reason,
+                "usage": {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens},
+            }
+            base = job.parent.fields if job.parent and self.params.keep_input else {}
+            meta = dict(job.parent.meta) if job.parent else {}
+            meta["parents"] = self._parents(job)
+            meta["steps"] = [*meta.get("steps", []), step]
+            return Record(self._record_id(job), {**base, **fields}, meta)
+        assert failure is not None
+        return failure
+
+    def _record_id(self, job: Job) -> str:
+        return make_record_id(job.origin, self.ctx.label, job.sample)
+
+    @staticmethod
+    def _parents(job: Job) -> list[str]:
+        return [job.parent.id] if job.parent else []

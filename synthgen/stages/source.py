@@ -1,0 +1,124 @@
+"""Input sources: JSONL, Parquet, CSV and local Hugging Face `datasets` folders, read as a stream of Records."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from synthgen.errors import InputError
+from synthgen.record import Record, make_record_id
+
+SourceFormat = Literal["jsonl", "parquet", "csv", "hf"]
+_SUFFIXES: dict[str, SourceFormat] = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
+
+
+class SourceConfig(BaseModel):
+    """Where input records come from. `format` is inferred from the path when omitted."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    format: SourceFormat | None = None
+    split: str | None = None
+    fields: list[str] | None = None
+    limit: int | None = Field(default=None, ge=1)
+
+
+class Source:
+    """Reads one input file or folder; every row becomes a Record whose id hashes its position and content."""
+
+    def __init__(self, config: SourceConfig, path: Path) -> None:
+        self.config = config
+        self.path = path
+        self.format: SourceFormat = config.format or _infer_format(path)
+        if not path.exists():
+            raise InputError(str(path), None, "input file not found")
+
+    def __iter__(self) -> Iterator[Record]:
+        reader = {"jsonl": self._jsonl, "parquet": self._parquet, "csv": self._csv, "hf": self._hf}[self.format]
+        count = 0
+        for line, row in reader():
+            fields = self._select(row, line)
+            yield Record(make_record_id("source", count, fields), fields, {"source": str(self.path), "line": line})
+            count += 1
+            if self.config.limit is not None and count >= self.config.limit:
+                return
+        if count == 0:
+            raise InputError(str(self.path), None, "input has no records")
+
+    def estimate(self) -> int | None:
+        """Number of records this source will yield, where it is cheap to know."""
+        if self.format == "jsonl":
+            with self.path.open("rb") as handle:
+                total = sum(1 for line in handle if line.strip())
+        elif self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            total = pq.ParquetFile(self.path).metadata.num_rows
+        else:
+            return self.config.limit
+        return min(total, self.config.limit) if self.config.limit else total
+
+    def _select(self, row: dict[str, Any], line: int) -> dict[str, Any]:
+        if self.config.fields is None:
+            return row
+        missing = [name for name in self.config.fields if name not in row]
+        if missing:
+            raise InputError(str(self.path), line, f"row lacks field(s) {missing}; it has {sorted(row)}")
+        return {name: row[name] for name in self.config.fields}
+
+    def _jsonl(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        with self.path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    row = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    raise InputError(str(self.path), number, f"not valid JSON ({exc})") from None
+                if not isinstance(row, dict):
+                    raise InputError(str(self.path), number, f"expected a JSON object, got {type(row).__name__}")
+                yield number, row
+
+    def _csv(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        try:
+            with self.path.open(encoding="utf-8", newline="") as handle:
+                reader = csv.DictReader(handle)
+                for row in reader:
+                    yield reader.line_num, dict(row)
+        except UnicodeDecodeError as exc:
+            raise InputError(str(self.path), None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+    def _parquet(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        import pyarrow.parquet as pq
+
+        number = 0
+        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=4096):
+            for row in batch.to_pylist():
+                number += 1
+                yield number, row
+
+    def _hf(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        import datasets
+
+        loaded = datasets.load_from_disk(str(self.path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if self.config.split not in loaded:
+                raise InputError(str(self.path), None, f"choose a split with source.split: one of {list(loaded)}")
+            loaded = loaded[self.config.split]
+        for number, row in enumerate(loaded, start=1):
+            yield number, dict(row)
+
+
+def _infer_format(path: Path) -> SourceFormat:
+    if path.is_dir():
+        return "hf"
+    try:
+        return _SUFFIXES[path.suffix.lower()]
+    except KeyError:
+        raise InputError(str(path), None, "cannot tell the format; set source.format to jsonl, parquet, csv or hf") from None
