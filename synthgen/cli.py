@@ -58,9 +58,9 @@ def run(
     with _live_progress(stats):
         result = _guarded(lambda: run_recipe(recipe, run_dir, fresh=fresh, limit=limit, stats=stats))
     _print_summary(stats)
-    console.print(f"dataset: {result.run_dir.dataset_path}  ({result.records} records)", highlight=False)
-    console.print(f"rejects: {result.run_dir.rejects_path}  ({sum(stats.rejects.values())} records)", highlight=False)
-    console.print(f"stats:   {result.run_dir.stats_path}", highlight=False)
+    typer.echo(f"dataset: {result.run_dir.dataset_path}  ({result.records} records)")
+    typer.echo(f"rejects: {result.run_dir.rejects_path}  ({sum(stats.rejects.values())} records)")
+    typer.echo(f"stats:   {result.run_dir.stats_path}")
 
 
 @app.command()
@@ -139,7 +139,7 @@ class _live_progress:
     def __init__(self, stats: RunStats) -> None:
         self.stats = stats
         self.progress = Progress(
-            TextColumn("[bold]requests"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
             TextColumn("{task.fields[rates]}"), console=console, transient=False,
         )
         self._stop = threading.Event()
@@ -163,8 +163,8 @@ class _live_progress:
 
     def _update(self) -> None:
         s, elapsed = self.stats, max(self.stats.elapsed, 1e-9)
-        rates = (f"{s.finished_requests / elapsed:,.0f} req/s  {(s.prompt_tokens + s.completion_tokens) / elapsed:,.0f} tok/s  "
-                 f"retries {sum(s.retries.values())}  cache hits {s.cache_hits}  rejects {sum(s.rejects.values())}")
+        rates = (f"{s.finished_requests / elapsed:,.0f} req/s {(s.prompt_tokens + s.completion_tokens) / elapsed:,.0f} tok/s "
+                 f"retries {sum(s.retries.values())} cached {s.cache_hits} rejects {sum(s.rejects.values())}")
         total = max(s.expected_requests or 0, s.planned_requests) or None
         self.progress.update(self.task, completed=s.finished_requests, total=total, rates=rates)
 

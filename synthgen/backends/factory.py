@@ -30,6 +30,8 @@ class BackendConfig(BaseModel):
     max_concurrency: int = Field(default=256, ge=1, le=100_000)
     timeout: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=6, ge=1)
+    retry_initial: float = Field(default=0.5, gt=0, description="first back-off in seconds; doubles per retry")
+    retry_max: float = Field(default=30.0, gt=0)
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
     sim: dict[str, Any] = Field(default_factory=dict)
@@ -69,7 +71,7 @@ def create_backend(config: BackendConfig, stats: RunStats, stack: ExitStack) -> 
 def _http_backend(config: BackendConfig, base_url: str, api_key: str | None, stats: RunStats) -> OpenAIBackend:
     return OpenAIBackend(
         base_url, api_key, max_concurrency=config.max_concurrency, timeout=config.timeout,
-        max_attempts=config.max_attempts, rpm=config.rpm, tpm=config.tpm, stats=stats,
+        max_attempts=config.max_attempts, retry_initial=config.retry_initial, retry_max=config.retry_max, rpm=config.rpm, tpm=config.tpm, stats=stats,
     )
 
 

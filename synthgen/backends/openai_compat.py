@@ -34,6 +34,8 @@ class OpenAIBackend:
         max_concurrency: int = 256,
         timeout: float = 120.0,
         max_attempts: int = 6,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
         rpm: float | None = None,
         tpm: float | None = None,
         stats: RunStats | None = None,
@@ -50,7 +52,7 @@ class OpenAIBackend:
         self._tpm = TokenBucket(tpm) if tpm else None
         self.stats = stats or RunStats()
         self._session: aiohttp.ClientSession | None = None
-        self._backoff = wait_exponential_jitter(initial=0.5, max=30.0, jitter=1.0)
+        self._backoff = wait_exponential_jitter(multiplier=retry_initial, max=retry_max, jitter=retry_initial)
 
     async def complete(self, request: ChatRequest) -> Completion:
         """Send `request`, retrying transient failures; the last one is re-raised when attempts run out."""

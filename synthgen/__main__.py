@@ -1,0 +1,5 @@
+"""`python -m synthgen` is the `synthgen` command."""
+
+from synthgen.cli import app
+
+app(prog_name="synthgen")

@@ -1,0 +1,93 @@
+"""SIGKILL in the middle of a run, then resume: the same dataset, and only unfinished requests are sent again."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, read_jsonl, synthgen
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, method: str = "GET") -> dict[str, object]:
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def sim_process() -> Iterator[str]:
+    """A sim server in its own process (so killing the client leaves it running)."""
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "synthgen", "sim-server", "--port", str(port), "--latency", "0.02"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    root = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(200):
+            try:
+                _get(root + "/v1/models")
+                break
+            except OSError:
+                time.sleep(0.05)
+        yield root
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _cached(run_dir: Path) -> int:
+    path = run_dir / "cache.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute("SELECT COUNT(*) FROM completions").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_sends_only_unfinished_requests(tmp_path: Path, sim_process: str) -> None:
+    args = ["recipes/quickstart.yaml", "--base-url", sim_process + "/v1", "--max-concurrency", "8", "--limit", "150"]
+    reference = synthgen("run", *args, "--out", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+    total = json.loads((tmp_path / "ref" / "stats.json").read_text())["requests"]["finished"]
+    assert total == 300
+
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "synthgen", "run", *args, "--out", str(run_dir)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while _cached(run_dir) < total // 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished_before_kill = _cached(run_dir)
+    assert 0 < finished_before_kill < total
+    assert not (run_dir / "dataset.jsonl").exists()
+
+    _get(sim_process + "/sim/reset", method="POST")
+    resumed = synthgen("run", *args, "--out", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert _get(sim_process + "/sim/stats")["requests"] == total - finished_before_kill
+    assert (run_dir / "dataset.jsonl").read_bytes() == (tmp_path / "ref" / "dataset.jsonl").read_bytes()
+    ids = [row["id"] for row in read_jsonl(run_dir / "dataset.jsonl")]
+    assert len(ids) == len(set(ids)) > 0
