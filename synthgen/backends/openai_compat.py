@@ -17,7 +17,7 @@ from tenacity.wait import wait_exponential_jitter
 
 from synthgen.backends.base import ChatRequest, Completion
 from synthgen.backends.limits import AdaptiveWindow, TokenBucket
-from synthgen.errors import FatalBackendError, RetryableBackendError
+from synthgen.errors import BackendError, FatalBackendError, RetryableBackendError
 from synthgen.stats import RunStats
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -56,25 +56,37 @@ class OpenAIBackend:
 
     async def complete(self, request: ChatRequest) -> Completion:
         """Send `request`, retrying transient failures; the last one is re-raised when attempts run out."""
+        try:
+            return await self._send(request)  # the common case skips building a retry controller
+        except RetryableBackendError as first:
+            if self._max_attempts == 1:
+                raise self._give_up(first) from None
+            failure = first
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(RetryableBackendError),
-            stop=stop_after_attempt(self._max_attempts),
+            stop=stop_after_attempt(self._max_attempts - 1),
             wait=self._wait,
             before_sleep=self._count_retry,
             reraise=True,
         )
+        self.stats.retries[failure.cause] += 1
+        await asyncio.sleep(self._delay(failure, 1))
         try:
             async for attempt in retrying:
                 with attempt:
                     return await self._send(request)
         except RetryableBackendError as exc:
-            if exc.cause == "connect":
-                raise FatalBackendError(
-                    0, f"cannot connect to {self.base_url} ({exc})",
-                    "check the base URL (--base-url / SYNTHGEN_BASE_URL / backend.base_url) and that the server is up",
-                ) from None
-            raise
+            raise self._give_up(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _give_up(self, exc: RetryableBackendError) -> BackendError:
+        """The error to raise once attempts run out: unreachable servers stop the run, the rest reject a record."""
+        if exc.cause == "connect":
+            return FatalBackendError(
+                0, f"cannot connect to {self.base_url} ({exc})",
+                "check the base URL (--base-url / SYNTHGEN_BASE_URL / backend.base_url) and that the server is up",
+            )
+        return exc
 
     async def aclose(self) -> None:
         """Close the HTTP session."""
@@ -153,8 +165,15 @@ class OpenAIBackend:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, RetryableBackendError) and exc.retry_after is not None:
+        assert isinstance(exc, RetryableBackendError)
+        return self._delay(exc, state.attempt_number + 1)
+
+    def _delay(self, exc: RetryableBackendError, retry_number: int) -> float:
+        """Seconds before retry `retry_number` (1-based): the server's Retry-After, else exponential jitter."""
+        if exc.retry_after is not None:
             return exc.retry_after
+        state = RetryCallState(None, None, (), {})
+        state.attempt_number = retry_number
         return float(self._backoff(state))
 
     def _count_retry(self, state: RetryCallState) -> None:
