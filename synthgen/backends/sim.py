@@ -79,17 +79,18 @@ class SimConfig(BaseModel, extra="forbid"):
         return faults
 
 
-def _text(rng: random.Random, prompt_words: list[str], n_words: int) -> str:
-    """Sentences of `n_words` words drawn half from the prompt's words, half from a window of the word list."""
+def _text(rng: random.Random, prompt_words: tuple[str, ...], n_words: int) -> str:
+    """Sentences of `n_words` words drawn from the prompt's words and a random window of the word list."""
     start = rng.randrange(len(_WORDS))
-    pool = list(_WORD_RING[start : start + 40])
-    pool += rng.sample(prompt_words, min(len(prompt_words), 20))
-    words = rng.choices(pool, k=n_words)
+    pool = _WORD_RING[start : start + 40] + prompt_words
+    size = len(pool)
+    words = [pool[b % size] for b in rng.randbytes(n_words)]  # bytes: one call, not one per word
     sentences, i = [], 0
-    while i < n_words:
-        chunk = words[i : i + rng.randint(6, 15)]
+    for b in rng.randbytes(n_words // 6 + 1):
+        chunk = words[i : i + 6 + b % 10]
         i += len(chunk)
-        sentences.append(" ".join(chunk).capitalize() + ".")
+        if chunk:
+            sentences.append(" ".join(chunk).capitalize() + ".")
     return " ".join(sentences)
 
 
@@ -108,7 +109,7 @@ def _number(schema: dict[str, Any], rng: random.Random, integer: bool) -> int | 
     return rounded if lo < (rounded := round(value, 2)) < hi else value
 
 
-def _instance(schema: dict[str, Any], rng: random.Random, defs: dict[str, Any], words: list[str], depth: int = 0) -> Any:
+def _instance(schema: dict[str, Any], rng: random.Random, defs: dict[str, Any], words: tuple[str, ...], depth: int = 0) -> Any:
     """A random instance of `schema` (the JSON Schema subset structured-output APIs accept)."""
     if "$ref" in schema:
         return _instance(defs[schema["$ref"].rsplit("/", 1)[-1]], rng, defs, words, depth)
@@ -151,7 +152,7 @@ def _instance(schema: dict[str, Any], rng: random.Random, defs: dict[str, Any], 
     return text[: schema.get("maxLength")]
 
 
-def generate(key: int, seed: int, words: list[str], schema: dict[str, Any] | None, max_tokens: int | None, duplicate_rate: float) -> str:
+def generate(key: int, seed: int, words: tuple[str, ...], schema: dict[str, Any] | None, max_tokens: int | None, duplicate_rate: float) -> str:
     """The answer to a request whose content hashes to `key`: the same inputs always give the same text."""
     roll = key % 1_000_000 / 1_000_000
     duplicate, near = roll < duplicate_rate, roll < 2 * duplicate_rate
@@ -305,7 +306,7 @@ class _Sim:
             if failure := await self._wait(request, fault):
                 return failure
         key = stable_int(model, source, schema)
-        words = list(dict.fromkeys(w.lower() for w in _TOKEN.findall(prompt)))
+        words = tuple(dict.fromkeys(w.lower() for w in _TOKEN.findall(prompt)))[:40]
         choices, completion_tokens = [], 0
         for i in range(n):
             text, finish = generate(key, seed + i, words, schema, max_tokens, self.config.duplicate_rate), "stop"
