@@ -25,8 +25,8 @@ class StageSpec:
 
 
 class Recipe(BaseModel):
-    """A run's whole configuration. Relative paths resolve against the working directory, then the
-    recipe's folder, then its parent (so `recipes/x.yaml` may name `prompts/...` from the project root)."""
+    """A run's whole configuration. Relative paths resolve against the recipe's folder, then its parent
+    (so `recipes/x.yaml` may name `prompts/...` from the project root), then the working directory."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,7 +54,7 @@ class Recipe(BaseModel):
         path = Path(relative)
         if path.is_absolute():
             return path
-        candidates = [Path.cwd() / path, self._path.parent / path, self._path.parent.parent / path]
+        candidates = [self._path.parent / path, self._path.parent.parent / path, Path.cwd() / path]
         return next((c for c in candidates if c.exists()), candidates[0])
 
     def with_backend(self, **overrides: Any) -> Recipe:

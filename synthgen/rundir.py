@@ -93,18 +93,29 @@ class JsonlWriter:
 
     def write_line(self, line: bytes) -> None:
         """Add one JSON line."""
-        self._handle.write(line + b"\n")
+        try:
+            self._handle.write(line + b"\n")
+        except OSError as exc:
+            self.discard()
+            raise RunDirError(f"{self.path}: cannot write ({exc.strerror})") from None
 
     def commit(self) -> None:
         """Flush, sync and rename into place."""
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-        self._handle.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise RunDirError(f"{self.path}: cannot write ({exc.strerror})") from None
 
     def discard(self) -> None:
         """Drop what was written."""
-        self._handle.close()
+        try:
+            self._handle.close()
+        except OSError:
+            pass  # the data is being thrown away; a failed flush changes nothing
         self._tmp.unlink(missing_ok=True)
 
 

@@ -65,13 +65,14 @@ class AdaptiveWindow:
 
 
 class TokenBucket:
-    """`rate_per_minute` units per minute, bursting up to one minute's worth."""
+    """`rate_per_minute` units per minute, spent smoothly: the bucket holds one second's worth, so a run
+    never bursts a whole minute's budget at once (servers that count per second would reject that)."""
 
     def __init__(self, rate_per_minute: float) -> None:
         if rate_per_minute <= 0:
             raise ValueError(f"rate must be > 0 per minute, got {rate_per_minute}")
-        self.capacity = float(rate_per_minute)
         self.rate = rate_per_minute / 60.0
+        self.capacity = max(1.0, self.rate)
         self.tokens = self.capacity
         self._updated = time.monotonic()
 

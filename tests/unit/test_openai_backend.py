@@ -1,0 +1,99 @@
+"""The OpenAI-compatible client against the sim server: retries, Retry-After, AIMD, timeouts, fatal errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from synthgen.backends.base import ChatRequest, Completion
+from synthgen.backends.openai_compat import OpenAIBackend
+from synthgen.backends.sim import SimConfig, SimServer
+from synthgen.errors import FatalBackendError, RetryableBackendError
+from synthgen.stats import RunStats
+
+
+def request(i: int = 0, **params: Any) -> ChatRequest:
+    return ChatRequest("sim-model", [{"role": "user", "content": f"question {i}"}], {"max_tokens": 64, "seed": i, **params})
+
+
+def complete_all(backend: OpenAIBackend, requests: list[ChatRequest]) -> list[Completion | BaseException]:
+    async def scenario() -> list[Completion | BaseException]:
+        try:
+            return await asyncio.gather(*(backend.complete(r) for r in requests), return_exceptions=True)
+        finally:
+            await backend.aclose()
+
+    return asyncio.run(scenario())
+
+
+def test_transient_faults_are_retried_until_they_succeed() -> None:
+    faults = {"server_error": 0.15, "unavailable": 0.15, "malformed": 0.1, "disconnect": 0.1}
+    with SimServer(SimConfig(latency=0.0, faults=faults, seed=1)) as sim:
+        stats = RunStats()
+        backend = OpenAIBackend(sim.base_url, max_concurrency=16, max_attempts=12, retry_initial=0.001, retry_max=0.01, stats=stats)
+        results = complete_all(backend, [request(i) for i in range(100)])
+    assert all(isinstance(r, Completion) and r.text for r in results)
+    assert {"http_500", "http_503", "malformed", "disconnect"} <= set(stats.retries)
+    assert stats.http_ok == 100 and stats.http_requests == 100 + sum(stats.retries.values())
+
+
+def test_retry_after_is_honoured_and_429_shrinks_the_window() -> None:
+    with SimServer(SimConfig(latency=0.0, faults={"rate_limit": 1.0}, retry_after=0.2)) as sim:
+        stats = RunStats()
+        backend = OpenAIBackend(sim.base_url, max_concurrency=8, max_attempts=3, retry_initial=0.001, stats=stats)
+        began = time.monotonic()
+        (result,) = complete_all(backend, [request()])
+        elapsed = time.monotonic() - began
+    assert isinstance(result, RetryableBackendError) and result.cause == "http_429"
+    assert elapsed >= 0.4  # two waits of Retry-After, not the 1 ms back-off
+    assert stats.retries["http_429"] == 2
+    assert backend.window.limit < 8
+
+
+def test_a_hung_request_times_out_and_is_retried() -> None:
+    with SimServer(SimConfig(latency=0.0, faults={"hang": 1.0}, hang_seconds=3.0)) as sim:
+        stats = RunStats()
+        backend = OpenAIBackend(sim.base_url, timeout=0.2, max_attempts=2, retry_initial=0.001, stats=stats)
+        began = time.monotonic()
+        (result,) = complete_all(backend, [request()])
+    assert isinstance(result, RetryableBackendError) and result.cause == "timeout"
+    assert stats.retries["timeout"] == 1 and time.monotonic() - began < 2.0
+
+
+@pytest.mark.parametrize(
+    ("config", "model", "key", "status", "hint"),
+    [
+        (SimConfig(latency=0.0, api_key="right"), "sim-model", "wrong", 401, "OPENAI_API_KEY"),
+        (SimConfig(latency=0.0, models=["a"]), "b", None, 404, "model 'b'"),
+        (SimConfig(latency=0.0, max_context_tokens=10), "sim-model", None, 400, "lower max_tokens"),
+    ],
+)
+def test_unfixable_errors_are_fatal_without_retries(config: SimConfig, model: str, key: str | None, status: int, hint: str) -> None:
+    with SimServer(config) as sim:
+        stats = RunStats()
+        backend = OpenAIBackend(sim.base_url, key, max_attempts=5, stats=stats)
+        req = request()
+        req.model = model
+        (result,) = complete_all(backend, [req])
+    assert isinstance(result, FatalBackendError) and result.status == status and hint in str(result)
+    assert stats.http_requests == 1 and not stats.retries
+
+
+def test_usage_and_structured_output() -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}, "score": {"type": "integer", "minimum": 1, "maximum": 5}},
+              "required": ["answer", "score"], "additionalProperties": False}
+    with SimServer(SimConfig(latency=0.0)) as sim:
+        stats = RunStats()
+        backend = OpenAIBackend(sim.base_url, stats=stats)
+        req = request()
+        req.schema = schema
+        (result,) = complete_all(backend, [req])
+    import json
+
+    assert isinstance(result, Completion)
+    value = json.loads(result.text)
+    assert set(value) == {"answer", "score"} and 1 <= value["score"] <= 5
+    assert result.prompt_tokens > 0 and stats.prompt_tokens == result.prompt_tokens

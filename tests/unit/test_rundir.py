@@ -1,0 +1,90 @@
+"""The run directory: lock, unwritable places, corrupted cache, redaction, atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from synthgen.backends.base import ChatRequest, Completion
+from synthgen.cache import RequestCache
+from synthgen.errors import RunDirError
+from synthgen.pipeline import run_recipe
+from synthgen.recipe import load_recipe
+from synthgen.rundir import RunDir, redact, write_atomic
+
+
+def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    with RunDir(tmp_path / "run").open():
+        with pytest.raises(RunDirError, match="another synthgen run is using this directory"):
+            RunDir(tmp_path / "run").open()
+    RunDir(tmp_path / "run").open().close()  # free again once the first closes
+
+
+def test_output_under_a_file_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunDirError, match="cannot create the run directory"):
+        RunDir(tmp_path / "file" / "run").open()
+
+
+def test_cache_round_trip_and_corruption(tmp_path: Path) -> None:
+    cache = RequestCache(tmp_path / "c.sqlite")
+    request = ChatRequest("m", [{"role": "user", "content": "hi"}], {"seed": 1})
+    assert cache.get(request) is None
+    cache.put(request, Completion("hello", "stop", 3, 1))
+    assert cache.get(request) == Completion("hello", "stop", 3, 1, cached=True)
+    assert cache.get(ChatRequest("m", [{"role": "user", "content": "hi"}], {"seed": 2})) is None
+    cache.close()
+    (tmp_path / "bad.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RunDirError, match="bad.sqlite: request cache is unreadable"):
+        RequestCache(tmp_path / "bad.sqlite")
+
+
+def test_corrupted_cache_in_a_run_fails_cleanly(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "cache.sqlite").write_bytes(b"garbage" * 1000)
+    recipe = load_recipe("recipes/quickstart.yaml").with_backend(kind="sim")
+    with pytest.raises(RunDirError, match="--fresh"):
+        run_recipe(recipe, run, limit=2)
+    result = run_recipe(recipe, run, limit=2, fresh=True)
+    assert result.records + sum(result.stats.rejects.values()) == 2
+
+
+def test_redact_hides_credentials_but_not_parameters() -> None:
+    data = {"backend": {"api_key": "sk-1", "api_key_env": "OPENAI_API_KEY", "sim": {"api_key": "x", "hf_token": "t"}},
+            "sampling": {"max_tokens": 5}, "password": None}
+    assert redact(data) == {"backend": {"api_key": "<redacted>", "api_key_env": "OPENAI_API_KEY",
+                                        "sim": {"api_key": "<redacted>", "hf_token": "<redacted>"}},
+                            "sampling": {"max_tokens": 5}, "password": None}
+
+
+def test_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "stats.json"
+    write_atomic(target, b"old")
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(RunDirError, match="stats.json: cannot write .No space left on device."):
+        write_atomic(target, b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.json"]
+
+
+def test_a_full_disk_during_a_run_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = load_recipe("recipes/quickstart.yaml").with_backend(kind="sim")
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("dataset.jsonl.tmp"):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(RunDirError, match="dataset.jsonl: cannot write .No space left on device."):
+        run_recipe(recipe, tmp_path / "run", limit=3)
+    assert not list((tmp_path / "run").glob("dataset.jsonl*"))
+    assert not list((tmp_path / "run").glob("*.tmp")) and not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
