@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Optional, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -38,12 +38,12 @@ def _guarded(action: Callable[[], T]) -> T:
 @app.command()
 def run(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
-    backend: Annotated[Optional[str], typer.Option(help="backend kind: openai (any OpenAI-compatible server) or sim")] = None,
-    model: Annotated[Optional[str], typer.Option(help="model name sent to the backend")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")] = None,
-    max_concurrency: Annotated[Optional[int], typer.Option(help="requests in flight")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="use only the first N input records (or N draws)")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="run directory (default outputs/<recipe name>)")] = None,
+    backend: Annotated[str | None, typer.Option(help="backend kind: openai (any OpenAI-compatible server) or sim")] = None,
+    model: Annotated[str | None, typer.Option(help="model name sent to the backend")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="requests in flight")] = None,
+    limit: Annotated[int | None, typer.Option(help="use only the first N input records (or N draws)")] = None,
+    out: Annotated[Path | None, typer.Option(help="run directory (default outputs/<recipe name>)")] = None,
     fresh: Annotated[bool, typer.Option(help="discard the run directory's earlier results and cache")] = False,
 ) -> None:
     """Run a recipe; re-running the same command resumes where an earlier run stopped."""
@@ -105,8 +105,8 @@ def sim_server(
     host: Annotated[str, typer.Option(help="loopback address to bind")] = "127.0.0.1",
     latency: Annotated[float, typer.Option(help="seconds per request")] = 0.05,
     jitter: Annotated[float, typer.Option(help="+- seconds of uniform jitter")] = 0.0,
-    capacity: Annotated[Optional[int], typer.Option(help="requests processed at once; more queue")] = None,
-    fault: Annotated[Optional[list[str]], typer.Option(help="KIND=RATE, repeatable, e.g. rate_limit=0.05")] = None,
+    capacity: Annotated[int | None, typer.Option(help="requests processed at once; more queue")] = None,
+    fault: Annotated[list[str] | None, typer.Option(help="KIND=RATE, repeatable, e.g. rate_limit=0.05")] = None,
     duplicate_rate: Annotated[float, typer.Option(help="share of prompts whose samples collide")] = 0.1,
 ) -> None:
     """Serve the simulated OpenAI-compatible API (for tests, benchmarks and trying recipes offline)."""
@@ -185,4 +185,5 @@ def _print_summary(stats: RunStats) -> None:
         highlight=False,
     )
     if data["rejects_by_reason"]:
-        console.print("rejects by reason: " + ", ".join(f"{k} {v}" for k, v in data["rejects_by_reason"].items()), highlight=False)
+        reasons = ", ".join(f"{reason} {count}" for reason, count in data["rejects_by_reason"].items())
+        console.print(f"rejects by reason: {reasons}", highlight=False)

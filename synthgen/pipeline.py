@@ -7,7 +7,6 @@ from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -57,11 +56,14 @@ def build_stages(
         count = getattr(params, "count", None)
         if index == 0 and recipe.source is None:
             if count is None:
-                raise ConfigError(str(recipe.path), f"{field}", "with no `source`, the first stage must be a generate stage with `count`")
+                message = "with no `source`, the first stage must be a generate stage with `count`"
+                raise ConfigError(str(recipe.path), field, message)
             if limit is not None:
                 params = params.model_copy(update={"count": min(count, limit)})
         elif count is not None:
-            raise ConfigError(str(recipe.path), f"{field}.count", "`count` applies only to the first stage of a recipe without a `source`")
+            raise ConfigError(
+                str(recipe.path), f"{field}.count", "`count` applies only to the first stage of a recipe without a `source`"
+            )
         label = f"{index:02d}-{spec.name}"
         ctx = StageContext(
             label=label, index=index, seed=recipe.seed, recipe_path=recipe.path,
@@ -99,7 +101,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
 
         stream: Iterable[Record] = _read_checkpoint(run_dir, stages[start - 1]) if start else _limited(source, limit)
         wrappers: list[Generator[Record, None, None]] = []
-        for stage, fingerprint in zip(stages[start:], fingerprints[start:]):
+        for stage, fingerprint in zip(stages[start:], fingerprints[start:], strict=True):
             wrappers.append(_checkpointed(stage, stream, run_dir, fingerprint, rejects))
             stream = wrappers[-1]
         dataset = JsonlWriter(run_dir.dataset_path)

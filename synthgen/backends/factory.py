@@ -71,7 +71,8 @@ def create_backend(config: BackendConfig, stats: RunStats, stack: ExitStack) -> 
 def _http_backend(config: BackendConfig, base_url: str, api_key: str | None, stats: RunStats) -> OpenAIBackend:
     return OpenAIBackend(
         base_url, api_key, max_concurrency=config.max_concurrency, timeout=config.timeout,
-        max_attempts=config.max_attempts, retry_initial=config.retry_initial, retry_max=config.retry_max, rpm=config.rpm, tpm=config.tpm, stats=stats,
+        max_attempts=config.max_attempts, retry_initial=config.retry_initial, retry_max=config.retry_max,
+        rpm=config.rpm, tpm=config.tpm, stats=stats,
     )
 
 

@@ -53,6 +53,7 @@ class OpenAIBackend:
         self.stats = stats or RunStats()
         self._session: aiohttp.ClientSession | None = None
         self._backoff = wait_exponential_jitter(multiplier=retry_initial, max=retry_max, jitter=retry_initial)
+        self._backoff_state = RetryCallState(AsyncRetrying(), None, (), {})
 
     async def complete(self, request: ChatRequest) -> Completion:
         """Send `request`, retrying transient failures; the last one is re-raised when attempts run out."""
@@ -172,9 +173,8 @@ class OpenAIBackend:
         """Seconds before retry `retry_number` (1-based): the server's Retry-After, else exponential jitter."""
         if exc.retry_after is not None:
             return exc.retry_after
-        state = RetryCallState(None, None, (), {})
-        state.attempt_number = retry_number
-        return float(self._backoff(state))
+        self._backoff_state.attempt_number = retry_number
+        return float(self._backoff(self._backoff_state))
 
     def _count_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None

@@ -1,8 +1,8 @@
-"""The simulated OpenAI-compatible server: a real HTTP server on loopback for tests, benchmarks and `--backend sim`.
+"""The simulated OpenAI-compatible server: a real loopback HTTP server for tests, benchmarks and `--backend sim`.
 
 Why it looks the way it does:
-- an answer is a pure function of (model, messages, `seed`, schema), so reruns, caches and tests agree;
-- faults are drawn from the server's own RNG (`SimConfig.seed`), so a retried request can succeed;
+- an answer is a pure function of (model, messages or prompt, `seed`, schema), so reruns, caches and tests agree;
+- faults and jitter come from the server's own RNG (`SimConfig.seed`), so a retried request can succeed;
 - the request path is plain dicts and orjson (no pydantic), so a benchmark measures the client, not the sim.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import math
 import random
 import re
 import threading
@@ -22,49 +21,33 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, Field, field_validator
 
+from synthgen.aio import new_event_loop
+from synthgen.backends.sim_content import generate
 from synthgen.hashing import stable_int
 
 FAULT_KINDS = (
     "rate_limit", "server_error", "unavailable", "hang", "disconnect", "malformed", "truncated", "invalid_json",
 )
 DEFAULT_MODEL = "sim-model"
-_SHUTDOWN_TIMEOUT = 0.25  # seconds stop() waits for in-flight requests before cancelling them
-_MAX_DEPTH = 6  # past this depth schema instances take the smallest valid shape (recursive schemas end)
-_WORDS = tuple(
-    """river signal harvest lantern orbit granite whisper ledger canyon protocol meadow circuit falcon
-    archive tensor glacier mosaic quarry beacon saddle prism vintage harbor compass tundra cipher orchard
-    voltage ember fabric summit lattice nomad pigment reactor willow atlas thunder cobalt garden vector
-    estuary marble parcel kernel horizon basalt spindle ferry lagoon quartz ballad dynamo thistle bridge
-    nebula anchor cedar median pulse rampart sorbet timber umbra valley wander yeast zenith acorn bramble
-    candle delta engine fjord gossip hazel inlet jasper kettle lumen mantle nectar oxide pepper quiver
-    rhythm sierra trellis uplink velvet walnut yonder zephyr amber bishop cliff dune fathom gravel hollow
-    island jungle kiosk lichen mirror nutmeg opal pillar radish sketch tango urchin vessel wicker
-    baseline sample measure predict explain compare improve reduce observe design balance verify
-    gather select recover describe""".split()
-)
-_WORD_RING = _WORDS * 2
+_SHUTDOWN_GRACE = 0.25  # seconds stop() lets in-flight requests finish before cancelling them
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
-_FORMATS = {
-    "date-time": "2024-01-01T00:00:00Z", "date": "2024-01-01", "time": "12:00:00Z", "email": "user@example.com",
-    "uri": "https://example.com/", "uuid": "00000000-0000-4000-8000-000000000000",
-}
 _JSON_OBJECT = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 
 
 class SimConfig(BaseModel, extra="forbid"):
     """Knobs of the simulated server; the defaults give a fast, fault-free model that sometimes repeats itself."""
 
-    latency: float = Field(0.05, ge=0)  # seconds per request, about a short hosted-API completion
-    jitter: float = Field(0.0, ge=0)  # uniform +- seconds around `latency`
-    capacity: int | None = Field(None, ge=1)  # requests processed at once; the rest queue
+    latency: float = Field(default=0.05, ge=0)  # seconds per request, about a short hosted-API completion
+    jitter: float = Field(default=0.0, ge=0)  # uniform +- seconds around `latency`
+    capacity: int | None = Field(default=None, ge=1)  # requests processed at once; the rest queue
     faults: dict[str, float] = {}  # fault kind (FAULT_KINDS) -> share of completion requests
-    hang_seconds: float = Field(30.0, ge=0)  # longer than client timeouts, so a hang is seen as a timeout
-    retry_after: float = Field(0.1, ge=0)  # seconds sent in the Retry-After header of a 429
-    duplicate_rate: float = Field(0.1, ge=0, le=1)  # share of prompts whose samples all collide (as many near-dup)
+    hang_seconds: float = Field(default=30.0, ge=0)  # longer than client timeouts, so a hang reads as a timeout
+    retry_after: float = Field(default=0.1, ge=0)  # seconds sent in the Retry-After header of a 429
+    duplicate_rate: float = Field(default=0.1, ge=0, le=1)  # prompts whose samples collide (as many: nearly)
     api_key: str | None = None  # when set, requests need `Authorization: Bearer <api_key>`
     models: list[str] | None = None  # when set, other model names get 404
-    max_context_tokens: int | None = Field(None, ge=1)  # prompt words + max_tokens above it get 400
-    seed: int = 0  # seeds fault injection and jitter, never the content
+    max_context_tokens: int | None = Field(default=None, ge=1)  # prompt words + max_tokens above it get 400
+    seed: int = 0  # seeds faults and jitter, never the content
 
     @field_validator("faults")
     @classmethod
@@ -79,114 +62,18 @@ class SimConfig(BaseModel, extra="forbid"):
         return faults
 
 
-def _text(rng: random.Random, prompt_words: tuple[str, ...], n_words: int) -> str:
-    """Sentences of `n_words` words drawn from the prompt's words and a random window of the word list."""
-    start = rng.randrange(len(_WORDS))
-    pool = _WORD_RING[start : start + 40] + prompt_words
-    size = len(pool)
-    words = [pool[b % size] for b in rng.randbytes(n_words)]  # bytes: one call, not one per word
-    sentences, i = [], 0
-    for b in rng.randbytes(n_words // 6 + 1):
-        chunk = words[i : i + 6 + b % 10]
-        i += len(chunk)
-        if chunk:
-            sentences.append(" ".join(chunk).capitalize() + ".")
-    return " ".join(sentences)
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json", headers=headers)
 
 
-def _number(schema: dict[str, Any], rng: random.Random, integer: bool) -> int | float:
-    """A number inside the schema's (exclusive) minimum and maximum."""
-    lo = schema.get("minimum", schema.get("exclusiveMinimum"))
-    hi = schema.get("maximum", schema.get("exclusiveMaximum"))
-    lo = (0 if hi is None else hi - 100) if lo is None else lo
-    hi = lo + 100 if hi is None else hi
-    if integer:
-        first, last = math.ceil(lo), math.floor(hi)
-        first += first == schema.get("exclusiveMinimum")
-        last -= last == schema.get("exclusiveMaximum")
-        return rng.randint(first, last)
-    value = lo + (hi - lo) * rng.uniform(0.05, 0.95)
-    return rounded if lo < (rounded := round(value, 2)) < hi else value
-
-
-def _instance(schema: dict[str, Any], rng: random.Random, defs: dict[str, Any], words: tuple[str, ...], depth: int = 0) -> Any:
-    """A random instance of `schema` (the JSON Schema subset structured-output APIs accept)."""
-    if "$ref" in schema:
-        return _instance(defs[schema["$ref"].rsplit("/", 1)[-1]], rng, defs, words, depth)
-    if "const" in schema:
-        return schema["const"]
-    if "enum" in schema:
-        return rng.choice(schema["enum"])
-    options = schema.get("anyOf") or schema.get("oneOf")
-    if options:
-        nulls = [o for o in options if o.get("type") == "null"]
-        return _instance(nulls[0] if nulls and depth >= _MAX_DEPTH else rng.choice(options), rng, defs, words, depth)
-    kind = schema.get("type", "object" if "properties" in schema else "string")
-    if isinstance(kind, list):
-        others = [k for k in kind if k != "null"]
-        nullable = "null" in kind and (depth >= _MAX_DEPTH or rng.random() < 0.2)
-        kind = "null" if nullable or not others else rng.choice(others)
-    if kind == "object":
-        required = set(schema.get("required", ()))
-        return {
-            key: _instance(sub, rng, defs, words, depth + 1)
-            for key, sub in schema.get("properties", {}).items()
-            if key in required or (depth < _MAX_DEPTH and rng.random() < 0.7)
-        }
-    if kind == "array":
-        lo = schema.get("minItems", 0)
-        hi = schema.get("maxItems", lo + 3)
-        n = lo if depth >= _MAX_DEPTH else rng.randint(min(max(lo, 1), hi), hi)
-        return [_instance(schema.get("items", {}), rng, defs, words, depth + 1) for _ in range(n)]
-    if kind in ("integer", "number"):
-        return _number(schema, rng, kind == "integer")
-    if kind == "boolean":
-        return rng.random() < 0.5
-    if kind == "null":
-        return None
-    if schema.get("format") in _FORMATS:
-        return _FORMATS[schema["format"]]
-    text = _text(rng, words, rng.randint(2, 10))[:-1]
-    while len(text) < schema.get("minLength", 0):
-        text += " " + rng.choice(_WORDS)
-    return text[: schema.get("maxLength")]
-
-
-def generate(key: int, seed: int, words: tuple[str, ...], schema: dict[str, Any] | None, max_tokens: int | None, duplicate_rate: float) -> str:
-    """The answer to a request whose content hashes to `key`: the same inputs always give the same text."""
-    roll = key % 1_000_000 / 1_000_000
-    duplicate, near = roll < duplicate_rate, roll < 2 * duplicate_rate
-    rng = random.Random(key if near else stable_int(key, seed))
-    if schema is not None:
-        return orjson.dumps(_instance(schema, rng, schema.get("$defs", {}), words)).decode()
-    n_words = rng.randint(20, 120)
-    text = _text(rng, words, min(n_words, max_tokens) if max_tokens else n_words)
-    if near and not duplicate:
-        tweak, parts = random.Random(stable_int(key, seed)), text.split(" ")
-        for _ in range(2):
-            parts[tweak.randrange(len(parts))] = tweak.choice(_WORDS)
-        text = " ".join(parts)
-    return text
-
-
-def _error(status: int, message: str, kind: str, code: str | None, headers: dict[str, str] | None = None) -> web.Response:
+def _error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
+           headers: dict[str, str] | None = None) -> web.Response:
     """An error response in OpenAI's JSON shape."""
-    body = orjson.dumps({"error": {"message": message, "type": kind, "code": code, "param": None}})
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
-
-
-def _json(data: Any) -> web.Response:
-    """A 200 JSON response."""
-    return web.Response(body=orjson.dumps(data), content_type="application/json")
-
-
-def _invalid(message: str) -> web.Response:
-    """A 400 for a request OpenAI would reject as malformed."""
-    return _error(400, message, "invalid_request_error", None)
+    return _json({"error": {"message": message, "type": kind, "code": code, "param": None}}, status, headers)
 
 
 def _message_text(message: Any) -> str:
-    """The text of one chat message (plain string or a list of text parts)."""
+    """The text of one chat message (a string or a list of text parts)."""
     content = message.get("content") if isinstance(message, dict) else None
     if isinstance(content, list):
         return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
@@ -194,7 +81,7 @@ def _message_text(message: Any) -> str:
 
 
 def _schema(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The JSON schema a request asks its answer to follow, if any."""
+    """The JSON schema the request asks its answer to follow, if any."""
     fmt = body.get("response_format")
     if not isinstance(fmt, dict) or fmt.get("type") not in ("json_schema", "json_object"):
         return None
@@ -222,27 +109,23 @@ class _Sim:
         self.max_in_flight = self.in_flight
 
     def snapshot(self) -> dict[str, Any]:
-        """The counters as JSON-ready data; `statuses` and `completed` count completion requests only."""
+        """The counters as JSON-ready data; `statuses` and `completed` cover completion requests."""
         return {
-            "requests": sum(self.endpoints.values()),
-            "endpoints": dict(self.endpoints),
-            "statuses": {str(status): n for status, n in self.statuses.items()},
-            "faults": dict(self.faults),
-            "completed": self.statuses[200],
-            "in_flight": self.in_flight,
-            "max_in_flight": self.max_in_flight,
+            "requests": sum(self.endpoints.values()), "endpoints": dict(self.endpoints),
+            "statuses": {str(status): n for status, n in self.statuses.items()}, "faults": dict(self.faults),
+            "completed": self.statuses[200], "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
         }
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
         if self.auth is None or request.headers.get("Authorization") == self.auth:
             return None
-        return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        return _error(401, "Incorrect API key provided.", code="invalid_api_key")
 
     async def models(self, request: web.Request) -> web.Response:
         """GET /v1/models."""
         self.endpoints[request.path] += 1
-        names = self.config.models or [DEFAULT_MODEL]
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "synthgen-sim"} for name in names]
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "synthgen-sim"}
+                for name in self.config.models or [DEFAULT_MODEL]]
         return self._unauthorized(request) or _json({"object": "list", "data": data})
 
     async def stats(self, request: web.Request) -> web.Response:
@@ -270,36 +153,35 @@ class _Sim:
             response = await self._complete(request, chat)
         finally:
             self.in_flight -= 1
-        if request.transport is not None and not request.transport.is_closing():
+        if request.transport is not None and not request.transport.is_closing():  # a dropped one sent nothing
             self.statuses[response.status] += 1
         return response
 
     async def _complete(self, request: web.Request, chat: bool) -> web.Response:
-        """Validate like OpenAI does, wait the latency inside a capacity slot, then answer or fail."""
-        limit = self.config.max_context_tokens
+        """Check the request as OpenAI does, wait the latency in a capacity slot, then answer or fail."""
         if unauthorized := self._unauthorized(request):
             return unauthorized
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _invalid("The request body is not valid JSON.")
+            return _error(400, "The request body is not valid JSON.")
         if not isinstance(body, dict) or not isinstance(model := body.get("model"), str):
-            return _invalid("The body must be a JSON object with a 'model' string.")
+            return _error(400, "The body must be a JSON object with a 'model' string.")
         if self.config.models is not None and model not in self.config.models:
-            return _error(404, f"The model '{model}' does not exist.", "invalid_request_error", "model_not_found")
-        source = body.get("messages") if chat else body.get("prompt")
+            return _error(404, f"The model '{model}' does not exist.", code="model_not_found")
+        source: Any = body.get("messages") if chat else body.get("prompt")
         if not (isinstance(source, list) and source if chat else isinstance(source, str)):
-            return _invalid("'messages' must be a non-empty list." if chat else "'prompt' must be a string.")
+            return _error(400, "'messages' must be a non-empty list." if chat else "'prompt' must be a string.")
         max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 0
         seed, n = body.get("seed") or 0, body.get("n") or 1
-        if not all(isinstance(v, int) for v in (max_tokens, seed, n)) or not 1 <= n <= 128:
-            return _invalid("'max_tokens', 'seed' and 'n' must be integers (1 <= n <= 128).")
-        prompt = " ".join(map(_message_text, source)) if chat else source
-        prompt_tokens = len(prompt.split())
+        if not all(type(v) is int for v in (max_tokens, seed, n)) or not 1 <= n <= 128:
+            return _error(400, "'max_tokens', 'seed' and 'n' must be integers (1 <= n <= 128).")
+        prompt: str = " ".join(map(_message_text, source)) if chat else source
+        prompt_tokens, limit = len(prompt.split()), self.config.max_context_tokens
         if limit and prompt_tokens + max_tokens > limit:
-            message = (f"This model's maximum context length is {limit} tokens; the request needs "
-                       f"{prompt_tokens + max_tokens} ({prompt_tokens} prompt + {max_tokens} completion).")
-            return _error(400, message, "invalid_request_error", "context_length_exceeded")
+            return _error(400, f"This model's maximum context length is {limit} tokens; the request needs "
+                               f"{prompt_tokens} for the prompt + {max_tokens} for the completion.",
+                          code="context_length_exceeded")
         schema = _schema(body)
         fault = self._draw_fault(schema is not None)
         async with self.slots:
@@ -315,14 +197,13 @@ class _Sim:
             elif fault == "invalid_json":
                 text = self._break(text, schema or {})
             completion_tokens += len(text.split())
-            message = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
-            choices.append({"index": i, **message, "finish_reason": finish, "logprobs": None})
+            answer = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            choices.append({"index": i, **answer, "finish_reason": finish, "logprobs": None})
         payload = orjson.dumps({
             "id": f"{'chatcmpl' if chat else 'cmpl'}-sim-{key:x}-{seed}",
-            "object": "chat.completion" if chat else "text_completion",
-            "created": 0, "model": model, "choices": choices,
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "object": "chat.completion" if chat else "text_completion", "created": 0, "model": model,
+            "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                          "total_tokens": prompt_tokens + completion_tokens},
         })
         if fault == "malformed":
             payload = payload[: len(payload) // 2]
@@ -339,22 +220,23 @@ class _Sim:
         return kind
 
     async def _wait(self, request: web.Request, fault: str | None) -> web.Response | None:
-        """Sleep the latency (or the hang); return the error response of an HTTP-level fault."""
+        """Sleep the latency (or the hang); return the response of a fault that replaces the answer."""
         config = self.config
-        delay = config.hang_seconds if fault == "hang" else config.latency + self.rng.uniform(-config.jitter, config.jitter)
+        delay = config.latency + self.rng.uniform(-config.jitter, config.jitter)
+        if fault == "hang":
+            delay = config.hang_seconds
         if delay > 0:
             await asyncio.sleep(delay)
         if fault == "rate_limit":
-            retry = {"Retry-After": f"{config.retry_after:g}"}
-            return _error(429, "Rate limit reached (simulated).", "rate_limit_error", "rate_limit_exceeded", retry)
-        if fault == "server_error":
-            return _error(500, "Internal server error (simulated).", "server_error", None)
-        if fault == "unavailable":
-            return _error(503, "Service unavailable (simulated).", "server_error", None)
+            return _error(429, "Rate limit reached (simulated).", "rate_limit_error", "rate_limit_exceeded",
+                          {"Retry-After": f"{config.retry_after:g}"})
+        if fault in ("server_error", "unavailable"):
+            error = (500, "Internal server error") if fault == "server_error" else (503, "Service unavailable")
+            return _error(error[0], f"{error[1]} (simulated).", "server_error")
         if fault == "disconnect":
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response()  # never sent: aiohttp sees the closed transport and drops it quietly
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response()  # never sent: aiohttp finds the transport closed and drops it quietly
         return None
 
     def _break(self, text: str, schema: dict[str, Any]) -> str:
@@ -380,15 +262,6 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_get("/sim/stats", sim.stats)
     app.router.add_post("/sim/reset", sim.reset_route)
     return app
-
-
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """A uvloop event loop when uvloop is installed, else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 class SimServer:
@@ -417,17 +290,15 @@ class SimServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> SimServer:
-        """Start serving; returns once the port is open."""
-        if self._thread is not None:
-            raise RuntimeError("the sim server is already running")
-        self._ready.clear()
+        """Start serving; returns once the port is open. A server runs once: make a new one to run again."""
+        if self._thread is not None or self._ready.is_set():
+            raise RuntimeError("this SimServer has already been started; make a new one")
         self._thread = threading.Thread(target=self._run, name="synthgen-sim", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._error is not None:
             self._thread.join()
-            self._thread, error, self._error = None, self._error, None
-            raise error
+            raise self._error
         return self
 
     def stop(self) -> None:
@@ -440,15 +311,15 @@ class SimServer:
         self._thread, self._port = None, 0
 
     def stats(self) -> dict[str, Any]:
-        """The server's counters (see GET /sim/stats)."""
+        """The server's counters (as GET /sim/stats returns them)."""
         sim = self._app[_SIM]
         if self._thread is None or self._loop is None:
             return sim.snapshot()
 
-        async def snapshot() -> dict[str, Any]:
+        async def snapshot() -> dict[str, Any]:  # read on the server's loop, never mid-update
             return sim.snapshot()
 
-        return asyncio.run_coroutine_threadsafe(snapshot(), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(snapshot(), self._loop).result(timeout=10)
 
     def __enter__(self) -> SimServer:
         return self.start()
@@ -457,10 +328,10 @@ class SimServer:
         self.stop()
 
     def _run(self) -> None:
-        loop = self._loop = _new_loop()
+        loop = self._loop = new_event_loop()
         try:
             loop.run_until_complete(self._main())
-        except BaseException as exc:  # reported by start(); the thread must not die silently
+        except BaseException as exc:  # start() re-raises it in the caller's thread
             self._error = exc
         finally:
             self._ready.set()
@@ -469,11 +340,11 @@ class SimServer:
 
     async def _main(self) -> None:
         self._stopping = asyncio.Event()
-        runner = web.AppRunner(self._app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+        runner = web.AppRunner(self._app, access_log=None, handler_cancellation=True,
+                               shutdown_timeout=_SHUTDOWN_GRACE)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", self._wanted_port)
-            await site.start()
+            await web.TCPSite(runner, "127.0.0.1", self._wanted_port).start()
             self._port = runner.addresses[0][1]
             self._ready.set()
             await self._stopping.wait()
@@ -491,6 +362,6 @@ def _is_loopback(host: str) -> bool:
 def serve(config: SimConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Run the sim in the foreground until interrupted; it binds loopback addresses only."""
     if not _is_loopback(host):
-        raise ValueError(f"the sim server binds loopback only (127.0.0.1, ::1, localhost), not {host!r}")
-    web.run_app(build_app(config), host=host, port=port, loop=_new_loop(), access_log=None,
-                handler_cancellation=True, shutdown_timeout=_SHUTDOWN_TIMEOUT)
+        raise ValueError(f"the sim server binds loopback only (127.0.0.1, ::1 or localhost), not {host!r}")
+    web.run_app(build_app(config), host=host, port=port, loop=new_event_loop(), access_log=None,
+                handler_cancellation=True, shutdown_timeout=_SHUTDOWN_GRACE)

@@ -174,7 +174,8 @@ class Generate(Stage):
         job = outcome.job
         fields = dict(job.parent.fields) if job.parent else {}
         rejected = Record(self._record_id(job), fields, {"parents": self._parents(job), "leaf": job.leaf.path})
-        self.ctx.reject(rejected, outcome.reason, outcome.detail if outcome.raw is None else f"{outcome.detail}; raw: {outcome.raw}")
+        detail = outcome.detail if outcome.raw is None else f"{outcome.detail}; raw: {outcome.raw}"
+        self.ctx.reject(rejected, outcome.reason, detail)
 
     async def _produce(self, job: Job, runtime: Runtime) -> Record | Rejection:
         schema = self.schema.schema if self.schema else None

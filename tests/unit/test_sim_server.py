@@ -15,11 +15,14 @@ from typing import Any, Literal
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, Field, ValidationError
 
-from synthgen.backends.sim import SimConfig, SimServer, generate, serve
+from synthgen.backends.sim import SimConfig, SimServer, serve
+from synthgen.backends.sim_content import generate
 
-MESSAGES = [{"role": "user", "content": "Write a short note about tidal energy in small coastal towns."}]
+PROMPT = "Write a short note about tidal energy in small coastal towns."
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": PROMPT}]
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never goes through a proxy
 
 
@@ -69,7 +72,8 @@ def call(sim: SimServer, path: str, body: Any = None, headers: dict[str, str] | 
     """POST `body` (GET when None) to the sim; returns status, headers and raw body, errors included."""
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
     url = sim.base_url.removesuffix("/v1") + path
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
+    headers = {"Content-Type": "application/json", **(headers or {})}
+    request = urllib.request.Request(url, data=data, headers=headers)
     try:
         with _OPENER.open(request, timeout=timeout) as response:
             return response.status, dict(response.headers), response.read()
@@ -82,11 +86,13 @@ def chat(sim: SimServer, **body: Any) -> dict[str, Any]:
     """A successful chat completion as parsed JSON."""
     status, _, raw = call(sim, "/v1/chat/completions", {"model": "sim-model", "messages": MESSAGES, **body})
     assert status == 200, raw
-    return json.loads(raw)
+    parsed: dict[str, Any] = json.loads(raw)
+    return parsed
 
 
 def content(response: dict[str, Any], i: int = 0) -> str:
-    return response["choices"][i]["message"]["content"]
+    text: str = response["choices"][i]["message"]["content"]
+    return text
 
 
 def schema_format(model: type[BaseModel]) -> dict[str, Any]:
@@ -97,17 +103,17 @@ def schema_format(model: type[BaseModel]) -> dict[str, Any]:
 def test_openai_sdk_lists_models_and_chats(sim: SimServer) -> None:
     with openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as client:
         assert [m.id for m in client.models.list()] == ["sim-model"]
-        response = client.chat.completions.create(model="sim-model", messages=MESSAGES, seed=1)  # type: ignore[arg-type]
+        response = client.chat.completions.create(model="sim-model", messages=MESSAGES, seed=1)
     choice = response.choices[0]
     assert choice.finish_reason == "stop" and choice.message.role == "assistant"
     assert 20 <= len((choice.message.content or "").split()) <= 120
-    assert response.usage is not None and response.usage.prompt_tokens == len(MESSAGES[0]["content"].split())
+    assert response.usage is not None and response.usage.prompt_tokens == len(PROMPT.split())
     assert response.usage.total_tokens == response.usage.prompt_tokens + response.usage.completion_tokens
 
 
 def test_openai_sdk_structured_output_validates(sim: SimServer) -> None:
     with openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as client:
-        response = client.chat.completions.parse(model="sim-model", messages=MESSAGES, response_format=Answer)  # type: ignore[arg-type]
+        response = client.chat.completions.parse(model="sim-model", messages=MESSAGES, response_format=Answer)
     parsed = response.choices[0].message.parsed
     assert isinstance(parsed, Answer)
     assert Answer.model_validate_json(response.choices[0].message.content or "") == parsed
@@ -149,13 +155,13 @@ def test_schema_instances_validate_over_many_seeds() -> None:
     for model in (Person, Node):
         schema = model.model_json_schema()
         for seed in range(60):
-            model.model_validate_json(generate(1234, seed, ("harbor", "lantern"), schema, None, 0.0))
+            model.model_validate_json(generate(1234, seed, ("harbor", "lantern"), schema))
 
 
 def test_nullable_type_lists_give_both_values() -> None:
     schema = {"type": "object", "properties": {"x": {"type": ["integer", "null"], "minimum": 3, "maximum": 5}},
               "required": ["x"], "additionalProperties": False}
-    values = {json.loads(generate(99, seed, (), schema, None, 0.0))["x"] for seed in range(100)}
+    values = {json.loads(generate(99, seed, (), schema))["x"] for seed in range(100)}
     assert None in values and values - {None} <= {3, 4, 5} and len(values) > 2
 
 
@@ -179,7 +185,7 @@ def test_disconnect_fault_drops_the_connection() -> None:
             call(sim, "/v1/chat/completions", {"model": "m", "messages": MESSAGES})
         with openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as client:
             with pytest.raises(openai.APIConnectionError):
-                client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+                client.chat.completions.create(model="m", messages=MESSAGES)
 
 
 def test_malformed_fault_sends_a_body_that_is_not_json() -> None:
@@ -212,7 +218,7 @@ def test_hang_fault_times_out_the_client_and_stop_stays_quick() -> None:
     with running(faults={"hang": 1.0}, hang_seconds=2.0) as server:
         with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0, timeout=0.5) as client:
             with pytest.raises(openai.APITimeoutError):
-                client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+                client.chat.completions.create(model="m", messages=MESSAGES)
         with ThreadPoolExecutor(1) as pool:  # a hang whose client is still waiting when the server stops
             pending = pool.submit(call, server, "/v1/chat/completions", {"model": "m", "messages": MESSAGES})
             time.sleep(0.2)
@@ -230,7 +236,7 @@ def test_wrong_api_key_gets_401() -> None:
         assert status == 401 and json.loads(raw)["error"]["code"] == "invalid_api_key"
         assert call(sim, "/v1/models")[0] == 401
         with openai.OpenAI(base_url=sim.base_url, api_key="secret", max_retries=0) as client:
-            assert client.chat.completions.create(model="m", messages=MESSAGES).choices  # type: ignore[arg-type]
+            assert client.chat.completions.create(model="m", messages=MESSAGES).choices
 
 
 def test_unknown_model_gets_404() -> None:
@@ -238,12 +244,12 @@ def test_unknown_model_gets_404() -> None:
         with openai.OpenAI(base_url=sim.base_url, api_key="x", max_retries=0) as client:
             assert [m.id for m in client.models.list()] == ["small", "large"]
             with pytest.raises(openai.NotFoundError) as info:
-                client.chat.completions.create(model="medium", messages=MESSAGES)  # type: ignore[arg-type]
+                client.chat.completions.create(model="medium", messages=MESSAGES)
     assert info.value.code == "model_not_found"
 
 
 def test_context_length_exceeded_gets_400() -> None:
-    prompt_words = len(MESSAGES[0]["content"].split())
+    prompt_words = len(PROMPT.split())
     with running(max_context_tokens=prompt_words + 10) as sim:
         status, _, raw = call(sim, "/v1/chat/completions", {"model": "m", "messages": MESSAGES, "max_tokens": 11})
         assert status == 400 and json.loads(raw)["error"]["code"] == "context_length_exceeded"
@@ -284,6 +290,11 @@ def test_config_rejects_bad_faults() -> None:
         SimConfig(faults={"hang": 0.6, "rate_limit": 0.6})
     with pytest.raises(ValidationError):
         SimConfig(latencyy=1)  # type: ignore[call-arg]
+
+
+def test_start_reports_a_busy_port(sim: SimServer) -> None:
+    with pytest.raises(OSError):
+        SimServer(SimConfig(), port=sim.port).start()
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.5", "example.com"])

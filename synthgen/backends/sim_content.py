@@ -1,0 +1,125 @@
+"""Content of the simulated server's answers: deterministic text and JSON Schema instances.
+
+An answer is a pure function of its inputs (a key hashed from model + messages + schema, and the request
+seed), so reruns, caches and tests agree. A share of prompts, fixed per prompt, answers the same text to
+every seed (exact duplicates) or nearly the same (two words changed), so dedup stages have real work.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import orjson
+
+from synthgen.hashing import stable_int
+
+_MAX_DEPTH = 6  # deeper than this, schema instances take their smallest valid shape (recursive schemas end)
+_WORDS = tuple(
+    """river signal harvest lantern orbit granite whisper ledger canyon protocol meadow circuit falcon
+    archive tensor glacier mosaic quarry beacon saddle prism vintage harbor compass tundra cipher orchard
+    voltage ember fabric summit lattice nomad pigment reactor willow atlas thunder cobalt garden vector
+    estuary marble parcel kernel horizon basalt spindle ferry lagoon quartz ballad dynamo thistle bridge
+    nebula anchor cedar median pulse rampart sorbet timber umbra valley wander yeast zenith acorn bramble
+    candle delta engine fjord gossip hazel inlet jasper kettle lumen mantle nectar oxide pepper quiver
+    rhythm sierra trellis uplink velvet walnut yonder zephyr amber bishop cliff dune fathom gravel hollow
+    island jungle kiosk lichen mirror nutmeg opal pillar radish sketch tango urchin vessel wicker baseline
+    sample measure predict explain compare improve reduce observe design balance verify gather""".split()
+)
+_WORD_RING = _WORDS * 2  # a window of 40 words starting anywhere, without wrapping arithmetic
+_FORMATS = {
+    "date-time": "2024-01-01T00:00:00Z", "date": "2024-01-01", "time": "12:00:00Z",
+    "email": "user@example.com", "uri": "https://example.com/", "uuid": "00000000-0000-4000-8000-000000000000",
+}
+
+
+def _text(rng: random.Random, prompt_words: tuple[str, ...], n_words: int) -> str:
+    """Sentences of `n_words` words drawn from the prompt's words and a random window of the word list."""
+    start = rng.randrange(len(_WORDS))
+    pool = _WORD_RING[start : start + 40] + prompt_words
+    size = len(pool)
+    words = [pool[b % size] for b in rng.randbytes(n_words)]  # one RNG call, not one per word
+    sentences, i = [], 0
+    for b in rng.randbytes(n_words // 6 + 1):
+        chunk = words[i : i + 6 + b % 10]
+        i += len(chunk)
+        if chunk:
+            sentences.append(" ".join(chunk).capitalize() + ".")
+    return " ".join(sentences)
+
+
+def _number(schema: dict[str, Any], rng: random.Random, integer: bool) -> int | float:
+    """A number inside the schema's (exclusive) minimum and maximum."""
+    lo = schema.get("minimum", schema.get("exclusiveMinimum"))
+    hi = schema.get("maximum", schema.get("exclusiveMaximum"))
+    lo = (0 if hi is None else hi - 100) if lo is None else lo
+    hi = lo + 100 if hi is None else hi
+    if integer:
+        first, last = math.ceil(lo), math.floor(hi)
+        first += first == schema.get("exclusiveMinimum")
+        last -= last == schema.get("exclusiveMaximum")
+        return rng.randint(first, last)
+    value = lo + (hi - lo) * rng.uniform(0.05, 0.95)
+    return rounded if lo < (rounded := round(value, 2)) < hi else value
+
+
+def _instance(schema: dict[str, Any], rng: random.Random, defs: dict[str, Any], words: tuple[str, ...],
+              depth: int = 0) -> Any:
+    """A random instance of `schema`; not covered: pattern, multipleOf, uniqueItems, prefixItems."""
+    if "$ref" in schema:
+        return _instance(defs[schema["$ref"].rsplit("/", 1)[-1]], rng, defs, words, depth)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return rng.choice(schema["enum"])
+    options = schema.get("anyOf") or schema.get("oneOf")
+    if options:
+        nulls = [o for o in options if o.get("type") == "null"]
+        option = nulls[0] if nulls and depth >= _MAX_DEPTH else rng.choice(options)
+        return _instance(option, rng, defs, words, depth)
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        others = [k for k in kind if k != "null"]
+        nullable = "null" in kind and (depth >= _MAX_DEPTH or rng.random() < 0.2)
+        kind = "null" if nullable or not others else rng.choice(others)
+    if kind == "object":
+        required = set(schema.get("required", ()))
+        return {
+            key: _instance(sub, rng, defs, words, depth + 1)
+            for key, sub in schema.get("properties", {}).items()
+            if key in required or (depth < _MAX_DEPTH and rng.random() < 0.7)
+        }
+    if kind == "array":
+        lo = schema.get("minItems", 0)
+        hi = schema.get("maxItems", lo + 3)
+        n = lo if depth >= _MAX_DEPTH else rng.randint(min(max(lo, 1), hi), hi)
+        return [_instance(schema.get("items", {}), rng, defs, words, depth + 1) for _ in range(n)]
+    if kind in ("integer", "number"):
+        return _number(schema, rng, kind == "integer")
+    if kind in ("boolean", "null"):
+        return rng.random() < 0.5 if kind == "boolean" else None
+    if schema.get("format") in _FORMATS:
+        return _FORMATS[schema["format"]]
+    text = _text(rng, words, rng.randint(2, 10))[:-1]
+    while len(text) < schema.get("minLength", 0):
+        text += " " + rng.choice(_WORDS)
+    return text[: schema.get("maxLength")]
+
+
+def generate(key: int, seed: int, words: tuple[str, ...], schema: dict[str, Any] | None = None,
+             max_tokens: int = 0, duplicate_rate: float = 0.0) -> str:
+    """The answer to a request whose content hashes to `key`: equal inputs always give equal text."""
+    roll = key % 1_000_000 / 1_000_000  # per prompt: exact duplicate, near duplicate, or free
+    duplicate, near = roll < duplicate_rate, roll < 2 * duplicate_rate
+    rng = random.Random(key if near else stable_int(key, seed))
+    if schema is not None:
+        return orjson.dumps(_instance(schema, rng, schema.get("$defs", {}), words)).decode()
+    n_words = rng.randint(20, 120)
+    text = _text(rng, words, min(n_words, max_tokens) if max_tokens else n_words)
+    if near and not duplicate:
+        tweak, parts = random.Random(stable_int(key, seed)), text.split(" ")
+        for _ in range(2):
+            parts[tweak.randrange(len(parts))] = tweak.choice(_WORDS)
+        text = " ".join(parts)
+    return text
