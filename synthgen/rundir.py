@@ -14,6 +14,8 @@ import fcntl
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -93,19 +95,22 @@ class JsonlWriter:
 
     def write_line(self, line: bytes) -> None:
         """Add one JSON line."""
-        try:
+        with self._or_discard():
             self._handle.write(line + b"\n")
-        except OSError as exc:
-            self.discard()
-            raise RunDirError(f"{self.path}: cannot write ({exc.strerror})") from None
 
     def commit(self) -> None:
         """Flush, sync and rename into place."""
-        try:
+        with self._or_discard():
             self._handle.flush()
             os.fsync(self._handle.fileno())
             self._handle.close()
             os.replace(self._tmp, self.path)
+
+    @contextmanager
+    def _or_discard(self) -> Iterator[None]:
+        """An OSError (disk full, ...) drops the temporary file and becomes a RunDirError naming the file."""
+        try:
+            yield
         except OSError as exc:
             self.discard()
             raise RunDirError(f"{self.path}: cannot write ({exc.strerror})") from None
