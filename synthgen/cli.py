@@ -19,7 +19,7 @@ from synthgen.stats import RunStats
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 taxonomy_app = typer.Typer(no_args_is_help=True, help="Inspect task taxonomies.")
 app.add_typer(taxonomy_app, name="taxonomy")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
@@ -88,6 +88,53 @@ def render(
         typer.echo(f"--- prompt {index} (leaf: {leaf}) ---")
         for message in messages:
             typer.echo(f"[{message['role']}]\n{message['content']}\n")
+
+
+@app.command()
+def dedup(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="JSONL, Parquet or CSV file, or a saved HF dataset")],
+    field: Annotated[list[str], typer.Option(help="field(s) whose joined text is compared; repeatable")],
+    out: Annotated[Path, typer.Option(help="kept rows: .jsonl or .parquet; rejects go to OUT.rejects.jsonl")],
+    threshold: Annotated[float, typer.Option(help="Jaccard similarity at or above which a row is dropped")] = 0.8,
+    preset: Annotated[str, typer.Option(help="short (character 5-grams) or document (word 5-grams)")] = "short",
+    num_perm: Annotated[int, typer.Option(help="MinHash permutations")] = 128,
+    keep: Annotated[str, typer.Option(help="which of a duplicate cluster survives: first or longest")] = "first",
+    exact: Annotated[bool, typer.Option(help="drop exact duplicates (normalised text) first")] = True,
+    decontaminate: Annotated[list[Path] | None, typer.Option(help="evaluation file to drop near matches of; repeatable")] = None,
+) -> None:
+    """Remove exact and near duplicates from a file, with a summary of what was dropped."""
+    from pydantic import ValidationError
+
+    from synthgen.dedup.file import dedup_file
+    from synthgen.stages.dedup import MinHashDedupParams
+    from synthgen.stages.source import Source, SourceConfig
+
+    try:
+        params = MinHashDedupParams.model_validate({
+            "fields": field, "threshold": threshold, "preset": preset, "num_perm": num_perm, "keep": keep,
+            "decontaminate": [{"path": str(path), "fields": field} for path in decontaminate or []],
+        })
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    source = SourceConfig(path=str(input_path))
+    total = _guarded(lambda: Source(source, input_path).estimate())
+    with Progress(BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("dedup", total=total)
+        summary = _guarded(lambda: dedup_file(source, out, params, exact, lambda: progress.advance(task)))
+    table = Table(title="dedup summary")
+    table.add_column("")
+    table.add_column("records", justify="right")
+    table.add_row("input", str(summary.records))
+    table.add_row("kept", str(summary.kept))
+    for reason, count in sorted(summary.dropped.items()):
+        table.add_row(f"dropped: {reason}", str(count))
+    console.print(table)
+    sizes = summary.cluster_sizes()
+    if sizes:
+        console.print("duplicate clusters (size: count): " + ", ".join(f"{size}: {count}" for size, count in sizes.items()))
+    typer.echo(f"kept:    {out}  ({summary.kept} rows)")
+    typer.echo(f"rejects: {out.with_name(out.name + '.rejects.jsonl')}  ({sum(summary.dropped.values())} rows)")
 
 
 @taxonomy_app.command("show")

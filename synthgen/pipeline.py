@@ -48,6 +48,7 @@ def build_stages(
     limit: int | None = None,
     runtime: Runtime | None = None,
     reject_sink: Callable[[str], RejectSink] | None = None,
+    workdir: Path | None = None,
 ) -> list[Stage]:
     """Instantiate the recipe's stages (templates, taxonomies and schemas are checked here, before any request)."""
     stages: list[Stage] = []
@@ -68,7 +69,7 @@ def build_stages(
         ctx = StageContext(
             label=label, index=index, seed=recipe.seed, recipe_path=recipe.path,
             prompts_dir=recipe.resolve(recipe.prompts_dir), resolve=recipe.resolve, stats=stats,
-            reject=reject_sink(label) if reject_sink else discard_rejects, runtime=runtime,
+            reject=reject_sink(label) if reject_sink else discard_rejects, runtime=runtime, workdir=workdir,
         )
         stages.append(STAGES[spec.name](params, ctx))
     return stages
@@ -94,7 +95,8 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
             max_pending=2 * recipe.backend.max_concurrency + 64,
         )
         rejects = _RejectLog(stats)
-        stages = build_stages(recipe, stats, limit=limit, runtime=runtime, reject_sink=rejects.sink)
+        stages = build_stages(recipe, stats, limit=limit, runtime=runtime, reject_sink=rejects.sink,
+                              workdir=run_dir.checkpoints)
         fingerprints = _fingerprints(recipe, stages, source, limit)
         start = _resume_point(run_dir, stages, fingerprints, stats)
         stats.expected_requests = _expected_requests(stages, source, limit, start)

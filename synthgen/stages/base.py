@@ -28,7 +28,8 @@ def discard_rejects(record: Record, reason: str, detail: str | None) -> None:
 
 @dataclass
 class StageContext:
-    """What a stage may use besides its parameters. `runtime` holds the backend services (None in dry runs)."""
+    """What a stage may use besides its parameters. `runtime` holds the backend services and `workdir` a
+    folder for the stage's own files (both None in dry runs)."""
 
     label: str
     index: int
@@ -39,6 +40,7 @@ class StageContext:
     stats: RunStats = field(default_factory=RunStats)
     reject: RejectSink = discard_rejects
     runtime: Any = None
+    workdir: Path | None = None
 
 
 class Stage(ABC):

@@ -70,7 +70,7 @@ def test_sigkill_then_resume_sends_only_unfinished_requests(tmp_path: Path, sim_
     reference = synthgen("run", *args, "--out", str(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr
     total = json.loads((tmp_path / "ref" / "stats.json").read_text())["requests"]["finished"]
-    assert total == 300
+    assert total > 250  # 150 instructions, then answers for the unique ones
 
     run_dir = tmp_path / "run"
     process = subprocess.Popen([sys.executable, "-m", "synthgen", "run", *args, "--out", str(run_dir)], cwd=REPO,

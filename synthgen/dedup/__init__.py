@@ -1,0 +1,1 @@
+"""Duplicate detection: text normalisation, MinHash signatures, a verified LSH index."""

@@ -1,0 +1,98 @@
+"""Dedup a file outside any recipe: exact then near duplicates (and evaluation-set matches) removed,
+kept rows written to JSONL or Parquet, dropped rows to `<out>.rejects.jsonl` with their reasons."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from synthgen.record import Record
+from synthgen.rundir import JsonlWriter
+from synthgen.stages.base import StageContext
+from synthgen.stages.dedup import ExactDedup, ExactDedupParams, MinHashDedup, MinHashDedupParams
+from synthgen.stages.source import Source, SourceConfig
+
+
+@dataclass
+class DedupSummary:
+    """What a file dedup kept and dropped, and how big the duplicate clusters were."""
+
+    records: int = 0
+    kept: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    duplicates_per_kept: Counter[str] = field(default_factory=Counter)
+
+    def cluster_sizes(self) -> dict[int, int]:
+        """Cluster size (a kept record plus its duplicates) -> number of such clusters, for clusters of 2+."""
+        return dict(sorted(Counter(n + 1 for n in self.duplicates_per_kept.values()).items()))
+
+
+def dedup_file(source: SourceConfig, out: Path, near: MinHashDedupParams, exact: bool = True,
+               on_record: Callable[[], None] | None = None) -> DedupSummary:
+    """Stream `source` through exact and near dedup into `out`; files appear only when complete."""
+    summary = DedupSummary()
+    rejects = JsonlWriter(out.with_name(out.name + ".rejects.jsonl"))
+    lines: dict[str, int] = {}  # record id -> input line, to name the row a duplicate repeats
+
+    def reject(record: Record, reason: str, detail: str | None) -> None:
+        summary.dropped[reason] += 1
+        if reason != "contaminated":
+            summary.duplicates_per_kept[record.meta["duplicate_of"]] += 1
+        original = record.meta["duplicate_of"]
+        rejects.write_line(orjson.dumps({
+            "line": record.meta["line"], "reason": reason, "duplicate_of_line": lines.get(original),
+            "duplicate_of": original, "similarity": record.meta["similarity"], "detail": detail, "row": record.fields,
+        }))
+
+    ctx = StageContext(label="dedup", index=0, seed=0, recipe_path=out, prompts_dir=out.parent,
+                       resolve=lambda name: Path(name), reject=reject)
+    records: Iterator[Record] = _counted(iter(Source(source, Path(source.path))), summary, lines, on_record)
+    if exact:
+        records = ExactDedup(ExactDedupParams(fields=near.fields), ctx).run(records)
+    kept = MinHashDedup(near, ctx).run(records)
+    try:
+        summary.kept = _write_rows((record.fields for record in kept), out)
+    except BaseException:
+        rejects.discard()
+        raise
+    rejects.commit()
+    return summary
+
+
+def _counted(records: Iterator[Record], summary: DedupSummary, lines: dict[str, int],
+             on_record: Callable[[], None] | None) -> Iterator[Record]:
+    for record in records:
+        summary.records += 1
+        lines[record.id] = record.meta["line"]
+        if on_record is not None:
+            on_record()
+        yield record
+
+
+def _write_rows(rows: Iterator[dict[str, Any]], out: Path) -> int:
+    """Write rows as Parquet (by suffix) or JSONL, through a temporary file; returns the count."""
+    if out.suffix.lower() == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist(list(rows))
+        tmp = out.with_name(out.name + ".tmp")
+        pq.write_table(table, tmp)
+        tmp.replace(out)
+        return table.num_rows
+    writer = JsonlWriter(out)
+    count = 0
+    try:
+        for row in rows:
+            writer.write_line(orjson.dumps(row))
+            count += 1
+    except BaseException:
+        writer.discard()
+        raise
+    writer.commit()
+    return count

@@ -1,0 +1,215 @@
+"""Dedup stages: exact duplicates of normalised text, and near duplicates by verified MinHash LSH, with
+decontamination against evaluation sets. Each dropped record names the id it duplicates and the similarity.
+
+Shingle presets, and why:
+- `short` (default; instructions, queries, titles): character 5-grams. A 15-word instruction has only 11
+  word 5-grams, so one changed word moves Jaccard by ~0.4; its ~100 character 5-grams move smoothly
+  with the size of an edit, and tolerate inflection and punctuation changes.
+- `document` (paragraphs, web pages): word 5-grams. Long texts have hundreds of them, they are more
+  specific than character grams (common English character grams match across unrelated pages), and a
+  document has ~5x fewer of them, which makes signatures cheaper.
+
+`keep: first` streams: a record is kept unless it duplicates one kept before it, and later stages never
+see duplicates. `keep: longest` / `keep: score` need the whole set: records are spilled to a temporary
+file in the run directory, decided in priority order, then emitted in input order.
+A killed run re-runs this stage from its input (the decisions are deterministic); the finished index is
+saved as `checkpoints/<stage>.index.npz`, and `reference_index` loads such a file to dedup against an
+earlier run's records too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from synthgen.dedup.index import Match, NearDuplicateIndex
+from synthgen.dedup.minhash import MinHasher, Shingling, Sketches
+from synthgen.dedup.text import field_text, normalize
+from synthgen.errors import ConfigError
+from synthgen.record import Record
+from synthgen.stages.base import Stage, StageContext, StageParams, register
+from synthgen.stages.source import Source, SourceConfig
+
+PRESETS: dict[str, tuple[Literal["word", "char"], int]] = {"short": ("char", 5), "document": ("word", 5)}
+
+
+def reject_duplicate(ctx: StageContext, record: Record, reason: str, match: Match) -> None:
+    """Send `record` to rejects with the id (or evaluation item) it duplicates and the measured similarity."""
+    record.meta.update(duplicate_of=match.key, similarity=round(match.similarity, 4))
+    what = "matches evaluation item" if reason == "contaminated" else "duplicate of"
+    ctx.reject(record, reason, f"{what} {match.key} (jaccard {match.similarity:.3f})")
+
+
+class ExactDedupParams(StageParams):
+    """Which fields, joined, make the text compared."""
+
+    fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+
+
+@register
+class ExactDedup(Stage):
+    """Drops records whose normalised text (NFKC, case-folded, punctuation and spaces collapsed) was seen."""
+
+    name = "exact_dedup"
+    Params = ExactDedupParams
+    params: ExactDedupParams
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        seen: dict[bytes, str] = {}
+        for record in records:
+            text = normalize(field_text(record.fields, self.params.fields))
+            digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
+            first = seen.setdefault(digest, record.id)
+            if first == record.id:
+                yield record
+            else:
+                reject_duplicate(self.ctx, record, "exact_duplicate", Match(first, 1.0))
+
+
+class MinHashDedupParams(StageParams):
+    """Near-duplicate removal; `threshold` is the Jaccard similarity at or above which a record is dropped."""
+
+    fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+    preset: Literal["short", "document"] = "short"
+    unit: Literal["word", "char"] | None = None
+    ngram: int | None = Field(default=None, ge=1, le=32)
+    num_perm: int = Field(default=128, ge=16, le=1024)
+    threshold: float = Field(default=0.8, gt=0, le=1)
+    seed: int = 1
+    verify: Literal["exact", "estimate"] = "exact"
+    keep: Literal["first", "longest", "score"] = "first"
+    score: str | None = None
+    decontaminate: list[SourceConfig] = Field(default_factory=list)
+    decontaminate_threshold: float | None = Field(default=None, gt=0, le=1)
+    reference_index: str | None = None
+    batch_size: int = Field(default=1024, ge=1)
+
+    @model_validator(mode="after")
+    def _score_named(self) -> MinHashDedupParams:
+        if self.keep == "score" and not self.score:
+            raise ValueError("keep: score needs `score`: the meta.scores key or field to rank by")
+        return self
+
+    def shingling(self) -> Shingling:
+        """The preset, with `unit` / `ngram` overriding it."""
+        unit, n = PRESETS[self.preset]
+        return Shingling(self.unit or unit, self.ngram or n)
+
+
+@register
+class MinHashDedup(Stage):
+    """Drops records whose MinHash-LSH candidates include a verified near duplicate (or an eval-set item)."""
+
+    name = "minhash_dedup"
+    Params = MinHashDedupParams
+    params: MinHashDedupParams
+
+    def __init__(self, params: MinHashDedupParams, ctx: StageContext) -> None:  # type: ignore[override]
+        super().__init__(params, ctx)
+        self.hasher = MinHasher(params.shingling(), params.num_perm, params.seed)
+        self.index = self._new_index(params.threshold)
+        if params.reference_index:
+            self._load_reference(ctx.resolve(params.reference_index))
+        self.contamination = self._eval_index() if params.decontaminate else None
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        if self.params.keep == "first":
+            yield from self._streaming(records)
+        else:
+            yield from self._ranked(records)
+        if self.ctx.workdir is not None:
+            path = self.ctx.workdir / f"{self.ctx.label}.index.npz"
+            tmp = path.with_name(path.name + ".tmp")
+            self.index.save(tmp)
+            os.replace(tmp, path)
+
+    def _streaming(self, records: Iterable[Record]) -> Iterator[Record]:
+        for batch, sketches in self._sketched(records):
+            for i, record in enumerate(batch):
+                verdict = self._verdict(record.id, sketches, i)
+                if verdict is None:
+                    yield record
+                else:
+                    reject_duplicate(self.ctx, record, *verdict)
+
+    def _ranked(self, records: Iterable[Record]) -> Iterator[Record]:
+        with tempfile.TemporaryFile(dir=self.ctx.workdir) as spill:
+            ranked: list[tuple[float, int, str, Sketches, int]] = []
+            for batch, sketches in self._sketched(records):
+                for i, record in enumerate(batch):
+                    spill.write(record.to_json() + b"\n")
+                    ranked.append((-self._priority(record), len(ranked), record.id, sketches, i))
+            ranked.sort(key=lambda entry: entry[:2])
+            verdicts = {position: self._verdict(key, sketches, i) for _, position, key, sketches, i in ranked}
+            del ranked
+            spill.seek(0)
+            for position, line in enumerate(spill):
+                record = Record.from_json(line)
+                verdict = verdicts[position]
+                if verdict is None:
+                    yield record
+                else:
+                    reject_duplicate(self.ctx, record, *verdict)
+
+    def _verdict(self, key: str, sketches: Sketches, i: int) -> tuple[str, Match] | None:
+        """None to keep (the record is then indexed), else the reject reason and the match."""
+        if sketches.offsets[i] == sketches.offsets[i + 1]:
+            return None  # empty text: nothing to compare (a length filter's job)
+        signature = sketches.signatures[i]
+        shingles = sketches.shingle_set(i) if self.params.verify == "exact" else None
+        if self.contamination is not None and (match := self.contamination.find(signature, shingles)):
+            return "contaminated", match
+        if match := self.index.find(signature, shingles):
+            return "near_duplicate", match
+        self.index.add(key, signature, shingles)
+        return None
+
+    def _sketched(self, records: Iterable[Record]) -> Iterator[tuple[list[Record], Sketches]]:
+        iterator = iter(records)
+        while batch := list(islice(iterator, self.params.batch_size)):
+            texts = [normalize(field_text(r.fields, self.params.fields)) for r in batch]
+            yield batch, self.hasher.sketch(texts)
+
+    def _priority(self, record: Record) -> float:
+        if self.params.keep == "longest":
+            return float(len(field_text(record.fields, self.params.fields)))
+        name = self.params.score or ""
+        value = record.meta.get("scores", {}).get(name, record.fields.get(name))
+        return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+    def _new_index(self, threshold: float) -> NearDuplicateIndex:
+        return NearDuplicateIndex(threshold, self.params.num_perm, self.params.seed, self.params.verify)
+
+    def _load_reference(self, path: Path) -> None:
+        field = f"stages[{self.ctx.index}].minhash_dedup.reference_index"
+        try:
+            saved = NearDuplicateIndex.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ConfigError(str(self.ctx.recipe_path), field, f"cannot load {path}: {exc}") from None
+        if (saved.num_perm, saved.seed) != (self.params.num_perm, self.params.seed):
+            raise ConfigError(str(self.ctx.recipe_path), field,
+                              f"{path} was built with num_perm={saved.num_perm}, seed={saved.seed}; use the same values")
+        for key, signature in saved.signatures.items():
+            self.index.add(key, signature, saved.shingle_sets.get(key))
+
+    def _eval_index(self) -> NearDuplicateIndex:
+        """An index of every evaluation item; its keys read `<file>:<line>`."""
+        index = self._new_index(self.params.decontaminate_threshold or self.params.threshold)
+        for config in self.params.decontaminate:
+            source = Source(config, self.ctx.resolve(config.path))
+            names = config.fields or self.params.fields
+            items = iter(source)
+            while batch := list(islice(items, self.params.batch_size)):
+                sketches = self.hasher.sketch([normalize(field_text(r.fields, names)) for r in batch])
+                for i, item in enumerate(batch):
+                    if sketches.offsets[i] != sketches.offsets[i + 1]:
+                        shingles = sketches.shingle_set(i) if self.params.verify == "exact" else None
+                        index.add(f"{source.path.name}:{item.meta['line']}", sketches.signatures[i], shingles)
+        return index
