@@ -7,10 +7,10 @@ makes `datasketch.MinHash(num_perm, seed, hashfunc=shingle_hash, scheme="affine3
 signatures (the test suite checks it), because we apply datasketch's "affine32" scheme: the MurmurHash3
 finaliser, then h -> a*h + b in uint32 with datasketch's own (a, b) for the seed, then the minimum.
 
-Speed comes from never looping per shingle in Python: a batch of documents becomes one byte array,
-word hashes are differences of one prefix sum (using P's inverse mod 2^32), shingle hashes are a few
-whole-array multiply-adds, and the permutations run as a (permutations x shingles) block followed by a
-`minimum.reduceat` per document.
+Speed comes from never looping per word or shingle in Python: a batch of raw documents is normalised
+into one byte array (`normalize_batch`), word hashes are differences of one prefix sum (using P's
+inverse mod 2^32), shingle hashes are a few whole-array multiply-adds, and the permutations run as
+(permutations x shingles) blocks followed by a `minimum.reduceat` per document.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Literal
 
 import numpy as np
 from datasketch import MinHash
+
+from synthgen.dedup.text import normalize, normalize_batch
 
 SCHEME = "affine32"  # datasketch >= 2 scheme our signatures follow; stored with any saved index
 _P = np.uint32(0x01000193)  # byte polynomial base (odd, so invertible mod 2^32)
@@ -72,7 +74,7 @@ def _poly(data: bytes, base: int) -> int:
 
 
 class MinHasher:
-    """Signatures (num_perm uint32 values) for batches of normalised texts."""
+    """Signatures (num_perm uint32 values) for batches of texts, normalised as `text.normalize` does."""
 
     def __init__(self, shingling: Shingling, num_perm: int = 128, seed: int = 1) -> None:
         if num_perm < 2:
@@ -85,21 +87,19 @@ class MinHasher:
     def reference(self, text: str) -> MinHash:
         """datasketch's MinHash of `text` under the same seed, scheme and shingle hash (for checks and benches)."""
         minhash = MinHash(num_perm=self.num_perm, seed=self.seed, hashfunc=self.shingling.shingle_hash, scheme=SCHEME)
-        minhash.update_batch(self.shingling.shingles(text))
+        minhash.update_batch(self.shingling.shingles(normalize(text)))
         return minhash
 
     def shingle_hashes(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """All shingle hashes of `texts` in one array, and each text's start offset in it (len(texts) + 1)."""
-        joined = np.frombuffer(" ".join(texts).encode() + b" ", dtype=np.uint8)
+        """All shingle hashes of the normalised `texts` in one array, and each text's start offset in it."""
+        joined, text_ends, words_per_text = normalize_batch(texts)
         separators = np.flatnonzero(joined == _SPACE)
-        words_per_text = np.array([t.count(" ") + 1 if t else 0 for t in texts], dtype=np.int64)
-        text_ends = separators[np.cumsum(np.maximum(words_per_text, 1)) - 1]
         if self.shingling.unit == "char":
             return _char_shingles(joined, text_ends, self.shingling.n)
         return _word_shingles(joined, separators, words_per_text, self.shingling.n)
 
     def sketch(self, texts: Sequence[str]) -> Sketches:
-        """Signatures and shingle hashes of a batch of normalised texts."""
+        """Signatures and shingle hashes of a batch of texts."""
         hashes, offsets = self.shingle_hashes(texts)
         return Sketches(self._min_hash(hashes, offsets, len(texts)), hashes, offsets)
 

@@ -174,7 +174,7 @@ class MinHashDedup(Stage):
     def _sketched(self, records: Iterable[Record]) -> Iterator[tuple[list[Record], Sketches]]:
         iterator = iter(records)
         while batch := list(islice(iterator, self.params.batch_size)):
-            texts = [normalize(field_text(r.fields, self.params.fields)) for r in batch]
+            texts = [field_text(r.fields, self.params.fields) for r in batch]
             yield batch, self.hasher.sketch(texts)
 
     def _priority(self, record: Record) -> float:
@@ -207,7 +207,7 @@ class MinHashDedup(Stage):
             names = config.fields or self.params.fields
             items = iter(source)
             while batch := list(islice(items, self.params.batch_size)):
-                sketches = self.hasher.sketch([normalize(field_text(r.fields, names)) for r in batch])
+                sketches = self.hasher.sketch([field_text(r.fields, names) for r in batch])
                 for i, item in enumerate(batch):
                     if sketches.offsets[i] != sketches.offsets[i + 1]:
                         shingles = sketches.shingle_set(i) if self.params.verify == "exact" else None
