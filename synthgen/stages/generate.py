@@ -15,7 +15,6 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from synthgen.backends.base import ChatRequest
 from synthgen.errors import ConfigError, RetryableBackendError, TemplateError
 from synthgen.hashing import stable_int
 from synthgen.prompts import PromptLibrary
@@ -181,8 +180,8 @@ class Generate(Stage):
         schema = self.schema.schema if self.schema else None
         failure: Rejection | None = None
         for attempt in range(self.params.max_retries + 1):
-            seed = stable_int(self.ctx.seed, self.ctx.label, job.origin, job.sample, attempt) % 2**31
-            request = ChatRequest(runtime.model, job.messages, {**job.sampling, "seed": seed}, schema, job.sample, attempt)
+            request = runtime.request(job.messages, job.sampling, (self.ctx.seed, self.ctx.label, job.origin), schema,
+                                      job.sample, attempt)
             try:
                 completion = await runtime.backend.complete(request)
             except RetryableBackendError as exc:

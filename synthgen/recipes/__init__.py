@@ -1,0 +1,1 @@
+"""Multi-step recipe logic that is more than a template: each module registers its stages."""
