@@ -23,6 +23,9 @@ Sampling picks a leaf by probability, then one value for each of its placeholder
 from __future__ import annotations
 
 import bisect
+import copy
+import dataclasses
+import itertools
 import random
 import re
 from dataclasses import dataclass
@@ -42,9 +45,10 @@ _ID = re.compile(r"[A-Za-z0-9_.-]+")
 class _Inherited(BaseModel):
     """Settings a node passes down to its descendants."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     template: str | None = None
+    output_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     sampling: dict[str, Any] = Field(default_factory=dict)
     placeholders: dict[str, list[Any]] = Field(default_factory=dict)
     children: list[TaxonomyNode] = Field(default_factory=list)
@@ -73,6 +77,7 @@ class Leaf:
     template: str | None
     sampling: dict[str, Any]
     placeholders: dict[str, list[Any]]
+    schema: dict[str, Any] | None = None
 
 
 class Taxonomy:
@@ -82,11 +87,22 @@ class Taxonomy:
         self.spec, self.source, self.name = spec, source, spec.name
         self.leaves: list[Leaf] = []
         _collect(spec, "", 1.0, spec.template, {}, {}, self.leaves)
-        self._cumulative: list[float] = []
-        total = 0.0
-        for leaf in self.leaves:
-            total += leaf.probability
-            self._cumulative.append(total)
+        self._index()
+
+    def _index(self) -> None:
+        self._by_path = {leaf.path: leaf for leaf in self.leaves}
+        self._cumulative = list(itertools.accumulate(leaf.probability for leaf in self.leaves))
+
+    def branch(self, path: str) -> Taxonomy:
+        """The leaves under `path` only, their probabilities renormalised; KeyError if there are none."""
+        leaves = [leaf for leaf in self.leaves if leaf.path == path or leaf.path.startswith(path + "/")]
+        total = sum(leaf.probability for leaf in leaves)
+        if not leaves or total <= 0:
+            raise KeyError(path)
+        sub = copy.copy(self)
+        sub.leaves = [dataclasses.replace(leaf, probability=leaf.probability / total) for leaf in leaves]
+        sub._index()
+        return sub
 
     @classmethod
     def load(cls, path: str | Path) -> Taxonomy:
@@ -122,17 +138,20 @@ class Taxonomy:
         }
         return cls.from_data(data, template)
 
-    def sample(self, rng: random.Random) -> tuple[Leaf, dict[str, Any]]:
-        """Draw a leaf by probability and one value per placeholder, using only `rng`."""
-        index = bisect.bisect_right(self._cumulative, rng.random() * self._cumulative[-1])
-        leaf = self.leaves[min(index, len(self.leaves) - 1)]
+    def sample(self, rng: random.Random, leaf_path: str | None = None) -> tuple[Leaf, dict[str, Any]]:
+        """Draw a leaf by probability (or take the leaf at `leaf_path`) and one value per placeholder,
+        using only `rng`; an unknown `leaf_path` raises KeyError."""
+        if leaf_path is None:
+            index = bisect.bisect_right(self._cumulative, rng.random() * self._cumulative[-1])
+            leaf = self.leaves[min(index, len(self.leaves) - 1)]
+        else:
+            leaf = self._by_path[leaf_path]
         return leaf, {name: rng.choice(values) for name, values in leaf.placeholders.items()}
 
     def render_tree(self) -> Tree:
         """A rich tree: branches with their weights, leaves with probability, template and placeholders."""
-        by_path = {leaf.path: leaf for leaf in self.leaves}
         root = Tree(Text(self.name or self.source, style="bold"))
-        _add_children(root, self.spec, "", by_path)
+        _add_children(root, self.spec, "", self._by_path)
         return root
 
 
@@ -144,19 +163,21 @@ def _collect(
     sampling: dict[str, Any],
     placeholders: dict[str, list[Any]],
     out: list[Leaf],
+    schema: dict[str, Any] | None = None,
 ) -> None:
     """Append the leaves under `node` to `out`, depth first, merging inherited settings."""
     template = node.template or template
+    schema = node.output_schema or schema
     sampling = {**sampling, **node.sampling}
     placeholders = {**placeholders, **node.placeholders}
     if not node.children:
-        out.append(Leaf(path, probability, template, sampling, placeholders))
+        out.append(Leaf(path, probability, template, sampling, placeholders, schema))
         return
     total = sum(child.weight for child in node.children)
     for child in node.children:
         child_path = f"{path}/{child.id}" if path else child.id
         share = probability * child.weight / total
-        _collect(child, child_path, share, template, sampling, placeholders, out)
+        _collect(child, child_path, share, template, sampling, placeholders, out, schema)
 
 
 def _check_cycles(data: Any, source: str, field: str, ancestors: list[dict[str, Any]]) -> None:

@@ -191,7 +191,8 @@ class _Sim:
         words = tuple(dict.fromkeys(w.lower() for w in _TOKEN.findall(prompt)))[:40]
         choices, completion_tokens = [], 0
         for i in range(n):
-            text, finish = generate(key, seed + i, words, schema, max_tokens, self.config.duplicate_rate), "stop"
+            text = generate(key, seed + i, words, schema, max_tokens, self.config.duplicate_rate, prompt_tokens)
+            finish = "stop"
             if fault == "truncated":
                 text, finish = text[: len(text) // 2], "length"
             elif fault == "invalid_json":

@@ -108,14 +108,17 @@ def _instance(schema: dict[str, Any], rng: random.Random, defs: dict[str, Any], 
 
 
 def generate(key: int, seed: int, words: tuple[str, ...], schema: dict[str, Any] | None = None,
-             max_tokens: int = 0, duplicate_rate: float = 0.0) -> str:
-    """The answer to a request whose content hashes to `key`: equal inputs always give equal text."""
+             max_tokens: int = 0, duplicate_rate: float = 0.0, prompt_tokens: int = 0) -> str:
+    """The answer to a request whose content hashes to `key`: equal inputs always give equal text.
+
+    Plain answers run 20-120 words, or 50-110% of a long prompt's length (a rewrite is about as long as
+    what it rewrites), capped by `max_tokens`."""
     roll = key % 1_000_000 / 1_000_000  # per prompt: exact duplicate, near duplicate, or free
     duplicate, near = roll < duplicate_rate, roll < 2 * duplicate_rate
     rng = random.Random(key if near else stable_int(key, seed))
     if schema is not None:
         return orjson.dumps(_instance(schema, rng, schema.get("$defs", {}), words)).decode()
-    n_words = rng.randint(20, 120)
+    n_words = rng.randint(prompt_tokens // 2, prompt_tokens * 11 // 10) if prompt_tokens > 200 else rng.randint(20, 120)
     text = _text(rng, words, min(n_words, max_tokens) if max_tokens else n_words)
     if near and not duplicate:
         tweak, parts = random.Random(stable_int(key, seed)), text.split(" ")

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from synthgen.errors import ConfigError, RetryableBackendError, TemplateError
+from synthgen.errors import ConfigError, InputError, RetryableBackendError, TemplateError
 from synthgen.hashing import stable_int
 from synthgen.prompts import PromptLibrary
 from synthgen.record import Record, make_record_id
@@ -50,6 +50,8 @@ class GenerateParams(StageParams):
 
     template: str | None = None
     taxonomy: str | None = None
+    taxonomy_branch: str | None = Field(default=None, description="sample only the leaves under this path")
+    leaf_templates: bool = Field(default=True, description="false: use the stage's template and schema for every leaf")
     count: int | None = Field(default=None, ge=1, description="prompts to draw when the stage has no input")
     n: int = Field(default=1, ge=1, le=256)
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.8, max_tokens=512))
@@ -57,6 +59,9 @@ class GenerateParams(StageParams):
     json_schema: dict[str, Any] | None = Field(default=None, alias="schema")
     schema_model: str | None = None
     keep_input: bool = True
+    leaf_field: str | None = Field(
+        default=None, description="input field naming the taxonomy leaf to use; when absent the sampled leaf is written there"
+    )
     max_retries: int = Field(default=2, ge=0, le=20)
     allow_truncated: bool = False
 
@@ -108,12 +113,18 @@ class Generate(Stage):
         self.prompts = PromptLibrary(ctx.prompts_dir)
         if params.taxonomy:
             self.taxonomy = Taxonomy.load(ctx.resolve(params.taxonomy))
+            if params.taxonomy_branch:
+                try:
+                    self.taxonomy = self.taxonomy.branch(params.taxonomy_branch)
+                except KeyError:
+                    raise ConfigError(source, f"{field}.taxonomy_branch",
+                                      f"no leaves under {params.taxonomy_branch!r} in {params.taxonomy}") from None
         else:
             assert params.template is not None
             self.taxonomy = Taxonomy.single(params.template)
         self.leaf_sampling = {}
         for leaf in self.taxonomy.leaves:
-            template = leaf.template or params.template
+            template = self._template(leaf)
             if template is None:
                 raise ConfigError(self.taxonomy.source, leaf.path, "leaf has no template and the stage sets none")
             self.prompts.variables(template)  # fails early on a missing template or a syntax error
@@ -122,11 +133,16 @@ class Generate(Stage):
             except ValueError as exc:
                 raise ConfigError(self.taxonomy.source, f"{leaf.path}.sampling", str(exc)) from None
             self.leaf_sampling[leaf.path] = merged.to_body()
-        self.schema: OutputSchema | None = None
+        stage_schema: OutputSchema | None = None
         if params.json_schema is not None:
-            self.schema = OutputSchema.from_inline(params.json_schema, source, f"{field}.schema")
+            stage_schema = OutputSchema.from_inline(params.json_schema, source, f"{field}.schema")
         elif params.schema_model:
-            self.schema = OutputSchema.from_model(params.schema_model, source, f"{field}.schema_model")
+            stage_schema = OutputSchema.from_model(params.schema_model, source, f"{field}.schema_model")
+        self.schemas = {  # a leaf's own schema (taxonomy `schema:`) wins over the stage's
+            leaf.path: OutputSchema.from_inline(leaf.schema, self.taxonomy.source, f"{leaf.path}.schema")
+            if leaf.schema is not None and params.leaf_templates else stage_schema
+            for leaf in self.taxonomy.leaves
+        }
 
     def jobs(self, records: Iterable[Record]) -> Iterator[Job]:
         """Every request this stage will make for `records`, rendered; needs no backend."""
@@ -138,8 +154,8 @@ class Generate(Stage):
             inputs = ((record, record.id) for record in records)
         for parent, origin in inputs:
             rng = random.Random(stable_int(self.ctx.seed, self.ctx.label, origin))
-            leaf, placeholders = self.taxonomy.sample(rng)
-            template = leaf.template or self.params.template
+            leaf, placeholders = self._sample(rng, parent)
+            template = self._template(leaf)
             assert template is not None
             variables = {**placeholders, "leaf": leaf.path, "record": parent.fields if parent else {}}
             try:
@@ -149,6 +165,19 @@ class Generate(Stage):
                 raise TemplateError(template, exc.message + where) from None
             for sample in range(self.params.n):
                 yield Job(parent, origin, leaf, template, placeholders, messages, self.leaf_sampling[leaf.path], sample)
+
+    def _template(self, leaf: Leaf) -> str | None:
+        return (leaf.template if self.params.leaf_templates else None) or self.params.template
+
+    def _sample(self, rng: random.Random, parent: Record | None) -> tuple[Leaf, dict[str, Any]]:
+        wanted = parent.fields.get(self.params.leaf_field) if parent and self.params.leaf_field else None
+        try:
+            return self.taxonomy.sample(rng, wanted)
+        except KeyError:
+            assert parent is not None
+            where = f"{parent.meta.get('source')}:{parent.meta.get('line')}" if "source" in parent.meta else f"record {parent.id}"
+            raise InputError(where, None, f"field {self.params.leaf_field}={wanted!r} names no leaf of {self.taxonomy.source}; "
+                                          f"leaves: {[leaf.path for leaf in self.taxonomy.leaves]}") from None
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         runtime: Runtime = self.ctx.runtime
@@ -177,7 +206,8 @@ class Generate(Stage):
         self.ctx.reject(rejected, outcome.reason, detail)
 
     async def _produce(self, job: Job, runtime: Runtime) -> Record | Rejection:
-        schema = self.schema.schema if self.schema else None
+        output_schema = self.schemas[job.leaf.path]
+        schema = output_schema.schema if output_schema else None
         failure: Rejection | None = None
         for attempt in range(self.params.max_retries + 1):
             request = runtime.request(job.messages, job.sampling, (self.ctx.seed, self.ctx.label, job.origin), schema,
@@ -190,7 +220,7 @@ class Generate(Stage):
                 failure = Rejection(job, "truncated", "finish_reason=length", completion.text)
                 continue
             try:
-                fields = self.schema.parse(completion.text) if self.schema else {self.params.output: completion.text}
+                fields = output_schema.parse(completion.text) if output_schema else {self.params.output: completion.text}
             except InvalidOutput as exc:
                 failure = Rejection(job, exc.reason, exc.detail, completion.text)
                 continue
@@ -201,7 +231,9 @@ class Generate(Stage):
                 "finish_reason": completion.finish_reason,
                 "usage": {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens},
             }
-            base = job.parent.fields if job.parent and self.params.keep_input else {}
+            base = dict(job.parent.fields) if job.parent and self.params.keep_input else {}
+            if self.params.leaf_field:
+                base[self.params.leaf_field] = job.leaf.path
             meta = dict(job.parent.meta) if job.parent else {}
             meta["parents"] = self._parents(job)
             meta["steps"] = [*meta.get("steps", []), step]

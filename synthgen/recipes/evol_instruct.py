@@ -1,0 +1,267 @@
+"""The Evol-Instruct stage (Xu et al. 2023, WizardLM): instructions rewritten over rounds into harder or rarer ones.
+
+The pool starts as the input instructions. Each round evolves every instruction in the pool with one
+operation drawn from the taxonomy (five in-depth rewrites, one in-breadth creation; uniform by default),
+answers each evolved instruction, then eliminates the paper's four failure cases:
+
+1. `no_information_gain`: the LLM judges the evolved instruction equal to its parent;
+2. `refusal`: the response contains "sorry" and is shorter than 80 words;
+3. `stop_words_only`: the response is nothing but punctuation and stop words;
+4. `copies_evolution_prompt`: the evolved instruction copies words of the evolution prompt
+   ("#Rewritten Prompt#", "given prompt", ...); checked before the answer is asked for, to save two requests.
+
+A success replaces its parent in the pool and is yielded; a failure (these, an unparseable output, a
+truncated answer or a backend failure) is rejected with its reason and the parent stays in the pool to be
+evolved again next round. Every random choice and request seed derives from (seed, stage label, round,
+parent id), so a rerun replays everything from the request cache.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+from synthgen.backends.base import ChatRequest, Completion
+from synthgen.errors import ConfigError, InputError, RetryableBackendError
+from synthgen.hashing import stable_int
+from synthgen.prompts import PromptLibrary
+from synthgen.record import Record, make_record_id
+from synthgen.runtime import Runtime
+from synthgen.stages.base import Stage, StageContext, StageParams, register
+from synthgen.stages.generate import SamplingParams
+from synthgen.taxonomy import Leaf, Taxonomy
+from synthgen.validation import InvalidOutput, OutputSchema
+
+REFUSAL_MAX_WORDS = 80  # the paper's "relatively short" bound for a response containing "sorry"
+STOP_WORDS = frozenset("""
+a about above after again against all am an and any are as at be because been before being below between both
+but by can could did do does doing down during each few for from further had has have having he her here hers
+herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off on
+once only or other our ours ourselves out over own same she should so some such than that the their theirs them
+themselves then there these they this those through to too under until up very was we were what when where
+which while who whom why will with would you your yours yourself yourselves ok okay yes oh well also
+""".split())
+_WORD = re.compile(r"\w+(?:'\w+)*")
+_PROMPT_WORDS = re.compile(r"\b(?:given|rewritten|created)[\s_-]*prompts?\b", re.IGNORECASE)
+_JUDGE_SCHEMA = {"type": "object", "properties": {"equal": {"type": "boolean"}}, "required": ["equal"],
+                 "additionalProperties": False}
+
+
+def copied_prompt_words(instruction: str) -> str | None:
+    """Failure case 4: the evolution prompt's words ("#Given Prompt#", "rewritten prompt", ...) found in `instruction`."""
+    match = _PROMPT_WORDS.search(instruction)
+    return match.group(0) if match else None
+
+
+def is_refusal(response: str) -> bool:
+    """Failure case 2: the response says "sorry" (any case) and is shorter than 80 words."""
+    return "sorry" in response.lower() and len(response.split()) < REFUSAL_MAX_WORDS
+
+
+def is_stop_words_only(response: str) -> bool:
+    """Failure case 3: the response holds no word outside the stop-word list (punctuation is not a word)."""
+    return all(word in STOP_WORDS for word in _WORD.findall(response.lower()))
+
+
+def eliminate(equal: bool, response: str) -> tuple[str, str] | None:
+    """The first of failure cases 1-3 that applies, as (reason, detail), or None for a successful evolution."""
+    if equal:
+        return "no_information_gain", "the judge found the evolved instruction equal to its parent"
+    if is_refusal(response):
+        return "refusal", f"the response says sorry in {len(response.split())} words"
+    if is_stop_words_only(response):
+        return "stop_words_only", "the response is only punctuation and stop words"
+    return None
+
+
+class EvolInstructParams(StageParams):
+    """`rounds` is the paper's M; `sampling` applies to the evolution requests (a leaf's `sampling` overrides it)."""
+
+    field: str = "instruction"
+    rounds: int = Field(default=4, ge=1, le=64)
+    taxonomy: str = "taxonomies/evol.yaml"
+    answer_template: str = "evol_instruct/answer.j2"
+    judge_template: str = "evol_instruct/judge.j2"
+    min_chars: int = Field(default=20, ge=1, description="an evolved instruction shorter than this is invalid output")
+    # High temperature for varied rewrites; a moderate one for answers; the judge gives a verdict, not a sample.
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=1.0, max_tokens=1024))
+    answer_sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.7, max_tokens=1024))
+    judge_sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.0, max_tokens=32))
+    keep_input: bool = False
+    include_originals: bool = False
+
+
+@dataclass(slots=True)
+class Evolution:
+    """One pool member's evolution in one round, filled in as its requests come back."""
+
+    parent: Record
+    round: int
+    leaf: Leaf
+    template: str
+    placeholders: dict[str, Any]
+    requests: dict[str, ChatRequest]
+    completions: list[Completion]
+    instruction: str | None = None
+    response: str | None = None
+    failure: tuple[str, str] | None = None
+
+
+@register
+class EvolInstruct(Stage):
+    """Evolves every input instruction for `rounds` rounds; needs its whole input before the first round
+    and holds the pool (one instruction and its fields per input record) in memory."""
+
+    name = "evol_instruct"
+    Params = EvolInstructParams
+    params: EvolInstructParams
+
+    def __init__(self, params: EvolInstructParams, ctx: StageContext) -> None:  # type: ignore[override]
+        super().__init__(params, ctx)
+        self.prompts = PromptLibrary(ctx.prompts_dir)
+        self.taxonomy = Taxonomy.load(ctx.resolve(params.taxonomy))
+        self.op_sampling: dict[str, dict[str, Any]] = {}
+        for leaf in self.taxonomy.leaves:
+            if leaf.template is None:
+                raise ConfigError(self.taxonomy.source, leaf.path, "an evolution operation needs a template")
+            self.prompts.variables(leaf.template)  # fails early on a missing template or a syntax error
+            try:
+                merged = SamplingParams.model_validate({**params.sampling.model_dump(exclude_none=True), **leaf.sampling})
+            except ValueError as exc:
+                raise ConfigError(self.taxonomy.source, f"{leaf.path}.sampling", str(exc)) from None
+            self.op_sampling[leaf.path] = merged.to_body()
+        self.prompts.variables(params.answer_template)
+        self.prompts.variables(params.judge_template)
+        self.evolve_schema = OutputSchema({
+            "type": "object", "properties": {"instruction": {"type": "string", "minLength": params.min_chars}},
+            "required": ["instruction"], "additionalProperties": False,
+        })
+        self.judge_schema = OutputSchema(_JUDGE_SCHEMA)
+
+    def choose(self, round_: int, record_id: str) -> tuple[Leaf, dict[str, Any]]:
+        """The operation (leaf and placeholder values) for evolving `record_id` in round `round_`."""
+        return self.taxonomy.sample(random.Random(stable_int(self.ctx.seed, self.ctx.label, round_, record_id)))
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        pool = [self._root(record) for record in records]
+        if self.params.include_originals:
+            yield from pool
+        for round_ in range(1, self.params.rounds + 1):
+            evolutions = [self._plan(member, round_) for member in pool]
+            self._evolve(evolutions)
+            self._answer_and_judge([e for e in evolutions if e.failure is None])
+            for index, evolution in enumerate(evolutions):
+                if evolution.failure is None:
+                    pool[index] = self._record(evolution)
+                    yield pool[index]
+                else:
+                    self.ctx.reject(self._record(evolution), *evolution.failure)
+
+    def _root(self, record: Record) -> Record:
+        """An input record as a pool member at round 0; an input without the instruction field stops the run."""
+        if not isinstance(record.fields.get(self.params.field), str) or not record.fields[self.params.field].strip():
+            message = f"field {self.params.field!r} is missing, empty or not a string"
+            raise InputError(str(record.meta.get("source", "input")), record.meta.get("line"), message)
+        lineage = {"root": record.id, "parent": None, "operation": None, "round": 0, "depth": 0}
+        return Record(record.id, record.fields, {**record.meta, "evol": lineage})
+
+    def _plan(self, parent: Record, round_: int) -> Evolution:
+        leaf, placeholders = self.choose(round_, parent.id)
+        assert leaf.template is not None
+        variables = {**placeholders, "leaf": leaf.path, "record": parent.fields, "instruction": parent.fields[self.params.field]}
+        messages = self.prompts.render(leaf.template, variables)
+        request = self._request(messages, self.op_sampling[leaf.path], "evolve", round_, parent, self.evolve_schema)
+        return Evolution(parent, round_, leaf, leaf.template, placeholders, {"evolve": request}, [])
+
+    def _request(self, messages: list[dict[str, str]], sampling: dict[str, Any], step: str, round_: int, parent: Record,
+                 schema: OutputSchema | None = None) -> ChatRequest:
+        runtime: Runtime = self.ctx.runtime
+        seed_parts = (self.ctx.seed, self.ctx.label, step, round_, parent.id)
+        return runtime.request(messages, sampling, seed_parts, schema.schema if schema else None)
+
+    def _send(self, requests: list[ChatRequest]) -> list[Completion | RetryableBackendError]:
+        runtime: Runtime = self.ctx.runtime
+        return runtime.complete_all(requests, self.ctx.stats)
+
+    def _evolve(self, evolutions: list[Evolution]) -> None:
+        """Send every evolution request of the round at once; parse each, then check failure case 4."""
+        for evolution, outcome in zip(evolutions, self._send([e.requests["evolve"] for e in evolutions]), strict=True):
+            fields = self._parse(evolution, outcome, "evolve", self.evolve_schema)
+            if fields is None:
+                continue
+            evolution.instruction = fields["instruction"].strip()
+            if copied := copied_prompt_words(evolution.instruction):
+                evolution.failure = ("copies_evolution_prompt", f"the evolved instruction contains {copied!r}")
+
+    def _answer_and_judge(self, evolutions: list[Evolution]) -> None:
+        """Send the answer and the equality judgement of each evolved instruction together; eliminate cases 1-3."""
+        requests = []
+        for evolution in evolutions:
+            assert evolution.instruction is not None
+            parent, round_ = evolution.parent, evolution.round
+            ask = self.prompts.render(self.params.answer_template, {"instruction": evolution.instruction})
+            compare = self.prompts.render(self.params.judge_template,
+                                          {"first": parent.fields[self.params.field], "second": evolution.instruction})
+            evolution.requests["answer"] = self._request(ask, self.params.answer_sampling.to_body(), "answer", round_, parent)
+            evolution.requests["judge"] = self._request(compare, self.params.judge_sampling.to_body(), "judge", round_, parent,
+                                                        self.judge_schema)
+            requests += [evolution.requests["answer"], evolution.requests["judge"]]
+        outcomes = self._send(requests)
+        for evolution, answer, judge in zip(evolutions, outcomes[0::2], outcomes[1::2], strict=True):
+            if isinstance(answer, RetryableBackendError):
+                evolution.failure = (f"backend_{answer.cause}", str(answer))
+                continue
+            evolution.completions.append(answer)
+            evolution.response = answer.text
+            verdict = self._parse(evolution, judge, "judge", self.judge_schema)
+            if verdict is None:
+                continue
+            if answer.finish_reason == "length":
+                evolution.failure = ("truncated_response", "the answer hit max_tokens (finish_reason=length)")
+            else:
+                evolution.failure = eliminate(verdict["equal"], answer.text)
+
+    def _parse(self, evolution: Evolution, outcome: Completion | RetryableBackendError, step: str,
+               schema: OutputSchema) -> dict[str, Any] | None:
+        """The validated JSON of `outcome`, or None with the evolution's failure set."""
+        if isinstance(outcome, RetryableBackendError):
+            evolution.failure = (f"backend_{outcome.cause}", str(outcome))
+            return None
+        evolution.completions.append(outcome)
+        try:
+            return schema.parse(outcome.text)
+        except InvalidOutput as exc:
+            evolution.failure = (f"{step}_{exc.reason}", f"{exc.detail}; raw: {outcome.text}")
+            return None
+
+    def _record(self, evolution: Evolution) -> Record:
+        """The evolved record (or, for a failure, the record rejected) with its lineage and provenance."""
+        parent, field = evolution.parent, self.params.field
+        lineage = {"root": parent.meta["evol"]["root"], "parent": parent.id, "operation": evolution.leaf.path,
+                   "round": evolution.round, "depth": parent.meta["evol"]["depth"] + 1}
+        record_id = make_record_id(parent.id, self.ctx.label, evolution.round)
+        if evolution.failure is not None:
+            fields = {f"parent_{field}": parent.fields[field], field: evolution.instruction, "response": evolution.response}
+            meta = {"parents": [parent.id], "evol": lineage, "steps": [self._step(evolution)]}
+            return Record(record_id, {k: v for k, v in fields.items() if v is not None}, meta)
+        base = parent.fields if self.params.keep_input else {}
+        meta = {**parent.meta, "parents": [parent.id], "evol": lineage,
+                "steps": [*parent.meta.get("steps", []), self._step(evolution)]}
+        return Record(record_id, {**base, field: evolution.instruction, "response": evolution.response}, meta)
+
+    def _step(self, evolution: Evolution) -> dict[str, Any]:
+        """Provenance of one evolution: operation, template, model, request keys and seeds, token usage."""
+        runtime: Runtime = self.ctx.runtime
+        return {
+            "stage": self.ctx.label, "round": evolution.round, "leaf": evolution.leaf.path, "template": evolution.template,
+            "placeholders": evolution.placeholders, "backend": runtime.backend_kind, "model": runtime.model,
+            "requests": {step: request.key() for step, request in evolution.requests.items()},
+            "sampling": {step: request.params for step, request in evolution.requests.items()},
+            "usage": {"prompt_tokens": sum(c.prompt_tokens for c in evolution.completions),
+                      "completion_tokens": sum(c.completion_tokens for c in evolution.completions)},
+        }
