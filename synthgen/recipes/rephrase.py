@@ -23,7 +23,7 @@ from synthgen.stages.base import Stage, StageContext, StageParams, register
 from synthgen.stages.source import Source, SourceConfig
 from synthgen.taxonomy import Taxonomy
 
-_SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n|\n(?=\S)")
+_SENTENCE_END = re.compile(r"(?<=[.!?][\"'”)\]])\s+|(?<=[.!?])\s+|\n\s*\n|\n(?=\S)")
 _PREAMBLE = re.compile(
     r"^\s*(?:(?:sure|certainly|of course|okay|ok)[,!.]?\s*)?"
     r"(?:here(?:'s| is| are)|below is|the following is)[^\n]*?"
@@ -55,17 +55,19 @@ def split_sentences(text: str) -> list[str]:
 
 
 def chunk_text(text: str, max_tokens: int) -> list[str]:
-    """Consecutive sentences packed into chunks of at most `max_tokens`; a longer sentence is cut by words."""
-    pieces: list[tuple[str, int]] = []
+    """Consecutive sentences packed into chunks of at most `max_tokens`; a longer sentence is halved by words
+    until each piece fits (a single word longer than the limit stays whole)."""
     sentences = split_sentences(text)
-    for sentence, tokens in zip(sentences, count_tokens(sentences), strict=True):
-        if tokens <= max_tokens:
-            pieces.append((sentence, tokens))
-            continue
-        words = sentence.split()
-        step = max(1, len(words) * max_tokens // (tokens + 1))
-        parts = [" ".join(words[i : i + step]) for i in range(0, len(words), step)]
-        pieces.extend(zip(parts, count_tokens(parts), strict=True))
+    pieces = list(zip(sentences, count_tokens(sentences), strict=True))
+    while any(tokens > max_tokens and " " in piece for piece, tokens in pieces):
+        split: list[str] = []
+        for piece, tokens in pieces:
+            words = piece.split(" ")
+            if tokens > max_tokens and len(words) > 1:
+                split += [" ".join(words[: len(words) // 2]), " ".join(words[len(words) // 2 :])]
+            else:
+                split.append(piece)
+        pieces = list(zip(split, count_tokens(split), strict=True))
     chunks: list[str] = []
     current: list[str] = []
     size = 0

@@ -9,8 +9,9 @@ entry b can score F1 > t only if it shares at least k(|b|) = ⌊t·(|a| + |b|)/2
 Each entry is indexed by its (token, occurrence) pairs, whose set overlap equals the multiset overlap. An
 entry sharing k of the query's n pairs holds one of ANY n - k + 1 of them (pigeonhole), so candidates come
 from the posting lists of the query's n - k_min + 1 rarest pairs only: the common words, which have the
-longest lists, are never read. A candidate gets the exact LCS only when its length and its bound (prefix
-hits + pairs outside the prefix) still allow k(|b|) shared tokens. Decisions equal the all-pairs ones.
+longest lists, are never read. A candidate gets the exact LCS (one batched rapidfuzz call per query) only
+when its length and its bound (prefix hits + pairs outside the prefix) still allow k(|b|) shared tokens.
+Decisions and scores equal the all-pairs ones (tests/unit/test_self_instruct.py, bench/self_instruct_filter.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
+from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
 _TOKEN = re.compile(r"[a-z0-9]+")
@@ -101,14 +103,14 @@ class RougePool:
         lengths = self._lengths[candidates]
         need = np.maximum(np.floor(self.threshold * (size + lengths) / 2 - _SLACK).astype(np.int64) + 1, 1)
         possible = (np.minimum(lengths, size) >= need) & (hits + (size - prefix) >= need)
-        best: Similar | None = None
-        for index, least in zip(candidates[possible].tolist(), need[possible].tolist(), strict=True):
-            entry = self._entries[index]
-            lcs = LCSseq.similarity(ids, entry, score_cutoff=least)
-            score = 2 * lcs / (size + len(entry))
-            if score > self.threshold and (best is None or score > best.score):
-                best = Similar(score, index)
-        return best
+        chosen = candidates[possible]
+        if not len(chosen):
+            return None
+        entries = [self._entries[index] for index in chosen.tolist()]
+        lcs = process.cdist([ids], entries, scorer=LCSseq.similarity, dtype=np.int64)[0]  # one C++ call for all
+        scores = 2 * lcs / (size + lengths[possible])
+        best = int(np.argmax(scores))  # the first (earliest added) on ties
+        return Similar(float(scores[best]), int(chosen[best])) if scores[best] > self.threshold else None
 
     def _min_overlap(self, size: int) -> int:
         """The fewest shared tokens any entry length allows for F1 > threshold against a query of `size` tokens."""
