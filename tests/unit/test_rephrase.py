@@ -6,11 +6,21 @@ from pathlib import Path
 
 import pytest
 
-from synthgen.record import Record
 from synthgen.recipes.rephrase import (
-    AssembleParams, ChunkParams, CleanParams, MixParams, MixReal, WrapAssemble, WrapChunk, WrapClean,
-    chunk_text, count_tokens, split_sentences, strip_preamble,
+    AssembleParams,
+    ChunkParams,
+    CleanParams,
+    MixParams,
+    MixReal,
+    WrapAssemble,
+    WrapChunk,
+    WrapClean,
+    chunk_text,
+    count_tokens,
+    split_sentences,
+    strip_preamble,
 )
+from synthgen.record import Record
 from synthgen.stages.base import StageContext
 from synthgen.stages.source import SourceConfig
 from tests.conftest import REPO, write

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from synthgen.record import Record
 from synthgen.recipes.retrieval import E5Triplets, E5Validate, MineHardNegatives, MiningParams, TaskParams
+from synthgen.record import Record
 from synthgen.stages.base import StageContext
 from synthgen.taxonomy import Taxonomy
 
