@@ -9,7 +9,6 @@ from typing import Any
 
 import yaml
 
-import synthgen.recipes.evol_instruct  # noqa: F401  (registers the stage)
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
 from tests.conftest import REPO, read_jsonl
