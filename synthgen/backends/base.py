@@ -31,7 +31,9 @@ class ChatRequest:
         if self.schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "output", "schema": self.schema, "strict": True},
+                # no "strict": OpenAI's strict mode refuses common keywords (minLength, ...); responses are
+                # validated against the full schema here, and vLLM / SGLang enforce it either way
+                "json_schema": {"name": "output", "schema": self.schema},
             }
         return body
 

@@ -209,7 +209,7 @@ class SelfInstruct(Stage):
                         {"instructions": instructions, "classify": _CLASSIFY_SCHEMA, **pairs}.items()}
         sampling = (params.instruction_sampling, params.classify_sampling, params.instance_sampling, params.instance_sampling)
         self.sampling = {name: each.to_body() for name, each in zip(_STEPS, sampling, strict=True)}
-        self.texts: list[str] = []  # the similarity pool's instructions, by pool index
+        self.texts: list[str] = []  # the instructions in the ROUGE-L pool, by pool entry
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         seeds = [seed_task(record) for record in records]
@@ -217,9 +217,9 @@ class SelfInstruct(Stage):
             raise InputError(str(self.ctx.recipe_path), None, "self_instruct needs seed tasks from the recipe's source")
         self._set_demos(seeds)
         pool = RougePool(self.params.rouge_threshold)
+        self.texts = [seed.instruction for seed in seeds]
         for seed in seeds:
             pool.add(rouge_tokens(seed.instruction))
-            self.texts.append(seed.instruction)
         accepted: list[Task] = []
         rounds = 0
         while len(accepted) < self.params.target and rounds < self.params.max_rounds:
