@@ -3,8 +3,9 @@ and resumes from the last valid checkpoint (generation itself resumes through th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,19 +109,40 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
             stream = wrappers[-1]
         dataset = JsonlWriter(run_dir.dataset_path)
         written = 0
-        try:
-            for record in stream:
-                dataset.write(record)
-                written += 1
-        except BaseException:
-            dataset.discard()
-            for wrapper in reversed(wrappers):
-                wrapper.close()
-            raise
+        with _sampling(stats):
+            try:
+                for record in stream:
+                    dataset.write(record)
+                    written += 1
+            except BaseException:
+                dataset.discard()
+                for wrapper in reversed(wrappers):
+                    wrapper.close()
+                raise
         dataset.commit()
         _merge_rejects(run_dir, stages)
         write_atomic(run_dir.stats_path, orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2))
     return RunResult(run_dir, stats, written)
+
+
+@contextmanager
+def _sampling(stats: RunStats, every: float = 1.0) -> Iterator[None]:
+    """Samples the stats into their timeline once every `every` seconds while the block runs."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every):
+            stats.sample()
+
+    thread = threading.Thread(target=loop, name="synthgen-stats", daemon=True)
+    stats.sample()
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        stats.sample()
 
 
 class _RejectLog:

@@ -19,7 +19,9 @@ class StageCounts:
 
 @dataclass
 class RunStats:
-    """Counters for one run. Plain integer updates: safe to read from another thread."""
+    """Counters for one run. Plain integer updates: safe to read from another thread. `metrics` holds
+    what a stage measured (e.g. diversity before and after it), keyed by stage label; `timeline` holds
+    (seconds, requests finished, tokens) samples taken once a second during the run."""
 
     expected_requests: int | None = None
     planned_requests: int = 0
@@ -32,6 +34,8 @@ class RunStats:
     retries: Counter[str] = field(default_factory=Counter)
     rejects: Counter[str] = field(default_factory=Counter)
     stages: dict[str, StageCounts] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timeline: list[tuple[float, int, int]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
 
     def stage(self, name: str) -> StageCounts:
@@ -41,6 +45,10 @@ class RunStats:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def sample(self) -> None:
+        """Append (seconds since start, requests finished, tokens) to the timeline."""
+        self.timeline.append((round(self.elapsed, 2), self.finished_requests, self.prompt_tokens + self.completion_tokens))
 
     def to_dict(self) -> dict[str, Any]:
         """The stats.json content."""
@@ -57,6 +65,8 @@ class RunStats:
             },
             "rejects_by_reason": dict(sorted(self.rejects.items())),
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
+            "metrics": self.metrics,
+            "timeline": [list(point) for point in self.timeline],
             "wall_time_s": round(wall, 3),
             "requests_per_s": round(self.finished_requests / wall, 2) if wall > 0 else 0.0,
         }
