@@ -77,13 +77,16 @@ def build_stages(
 
 
 def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: int | None = None,
-               stats: RunStats | None = None) -> RunResult:
-    """Run `recipe` into the run directory `out`, resuming whatever an earlier run there finished."""
+               stats: RunStats | None = None, command: str | None = None) -> RunResult:
+    """Run `recipe` into the run directory `out`, resuming whatever an earlier run there finished;
+    `command` (the command line that started it) is recorded in the frozen recipe for the dataset card."""
     stats = stats or RunStats()
     run_dir = RunDir(out).open(fresh)
     with run_dir, ExitStack() as stack:
         frozen = recipe.model_dump(mode="json", by_alias=True)
-        run_dir.write_recipe({**frozen, "run": {"limit": limit}})
+        frozen["stages"] = [{spec.name: spec.params.model_dump(mode="json", by_alias=True, exclude_none=True)}
+                            for spec in recipe.stage_specs]  # every parameter spelled out, defaults included
+        run_dir.write_recipe({**frozen, "run": {"limit": limit, "command": command}})
         source = open_source(recipe)
         cache = RequestCache(run_dir.cache_path)
         stack.callback(cache.close)
@@ -102,7 +105,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
         start = _resume_point(run_dir, stages, fingerprints, stats)
         stats.expected_requests = _expected_requests(stages, source, limit, start)
 
-        stream: Iterable[Record] = _read_checkpoint(run_dir, stages[start - 1]) if start else _limited(source, limit)
+        stream: Iterable[Record] = _read_checkpoint(run_dir, stages[start - 1]) if start else limited(source, limit)
         wrappers: list[Generator[Record, None, None]] = []
         for stage, fingerprint in zip(stages[start:], fingerprints[start:], strict=True):
             wrappers.append(_checkpointed(stage, stream, run_dir, fingerprint, rejects))
@@ -230,7 +233,8 @@ def _read_checkpoint(run_dir: RunDir, stage: Stage) -> Iterator[Record]:
             yield Record.from_json(line)
 
 
-def _limited(source: Source | None, limit: int | None) -> Iterator[Record]:
+def limited(source: Source | None, limit: int | None) -> Iterator[Record]:
+    """The source's records, at most `limit` of them (none without a source)."""
     if source is None:
         return
     for count, record in enumerate(source):

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from synthgen.backends.factory import BackendConfig
-from synthgen.config import load_yaml, validate
+from synthgen.config import StrictModel, load_yaml, validate
 from synthgen.errors import ConfigError
 from synthgen.stages import STAGES
 from synthgen.stages.base import StageParams
@@ -24,11 +24,9 @@ class StageSpec:
     params: StageParams
 
 
-class Recipe(BaseModel):
+class Recipe(StrictModel):
     """A run's whole configuration. Relative paths resolve against the recipe's folder, then its parent
     (so `recipes/x.yaml` may name `prompts/...` from the project root), then the working directory."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -37,6 +35,7 @@ class Recipe(BaseModel):
     backend: BackendConfig = Field(default_factory=BackendConfig)
     source: SourceConfig | None = None
     stages: list[dict[str, Any]] = Field(min_length=1)
+    run: dict[str, Any] | None = Field(default=None, description="written into frozen recipes (limit, command); not read")
 
     _path: Path = PrivateAttr(default=Path("recipe.yaml"))
     _specs: list[StageSpec] = PrivateAttr(default_factory=list)

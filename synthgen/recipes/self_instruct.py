@@ -193,6 +193,7 @@ class SelfInstruct(Stage):
     """Turns seed tasks into up to `target` new tasks with instances; see the module docstring."""
 
     name = "self_instruct"
+    predictable = False
     Params = SelfInstructParams
     params: SelfInstructParams
 

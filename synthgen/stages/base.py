@@ -8,18 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
-
+from synthgen.config import StrictModel
 from synthgen.record import Record
 from synthgen.stats import RunStats
 
 RejectSink = Callable[[Record, str, str | None], None]
 
 
-class StageParams(BaseModel):
+class StageParams(StrictModel):
     """Base of every stage's parameters: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 def discard_rejects(record: Record, reason: str, detail: str | None) -> None:
@@ -48,6 +45,7 @@ class Stage(ABC):
 
     name: ClassVar[str]
     Params: ClassVar[type[StageParams]] = StageParams
+    predictable: ClassVar[bool] = True  # False: its requests or output count depend on model outputs (loops, fan-outs)
 
     def __init__(self, params: StageParams, ctx: StageContext) -> None:
         self.params = params

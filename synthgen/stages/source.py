@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from synthgen.config import StrictModel
 from synthgen.errors import InputError
 from synthgen.record import Record, make_record_id
 
@@ -17,10 +18,8 @@ SourceFormat = Literal["jsonl", "parquet", "csv", "hf"]
 _SUFFIXES: dict[str, SourceFormat] = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 
 
-class SourceConfig(BaseModel):
+class SourceConfig(StrictModel):
     """Where input records come from. `format` is inferred from the path when omitted."""
-
-    model_config = ConfigDict(extra="forbid")
 
     path: str
     format: SourceFormat | None = None

@@ -23,6 +23,7 @@ class Explode(Stage):
     """One record per item of a list field (e.g. the ~20 brainstormed tasks of one completion)."""
 
     name = "explode"
+    predictable = False
     Params = ExplodeParams
     params: ExplodeParams
 

@@ -16,13 +16,13 @@ from synthgen.recipes.rephrase import (
     WrapChunk,
     WrapClean,
     chunk_text,
-    count_tokens,
     split_sentences,
     strip_preamble,
 )
 from synthgen.record import Record
 from synthgen.stages.base import StageContext
 from synthgen.stages.source import SourceConfig
+from synthgen.tokens import count_tokens
 from tests.conftest import REPO, write
 
 SENTENCES = [f"Sentence number {i} talks about the {'river ' * (i % 7)}bank and its many colourful boats." for i in range(60)]

@@ -1,0 +1,108 @@
+"""`synthgen estimate`, `export` and `show`: commands that look at a recipe or a run directory (registered on
+the app of `synthgen.cli`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.markup import escape
+from rich.panel import Panel
+from rich.table import Table
+
+from synthgen.cli import app, console, guarded
+from synthgen.errors import RunDirError
+
+
+def print_estimate(recipe_path: Path, limit: int | None, price_in: float, price_out: float) -> None:
+    """The estimate table of `synthgen estimate` and `synthgen run --dry-run`."""
+    from synthgen.estimate import Prices, estimate_recipe
+    from synthgen.recipe import load_recipe
+
+    estimates = guarded(lambda: estimate_recipe(load_recipe(recipe_path), limit))
+    table = Table(title=f"estimate for {recipe_path}")
+    for column in ("stage", "requests", "input tokens", "output tokens (at most)", "note"):
+        table.add_column(column, justify="left" if column in ("stage", "note") else "right")
+    for e in estimates:
+        table.add_row(e.label, *("?" if v is None else f"{v:,}" for v in (e.requests, e.input_tokens, e.output_tokens)), e.note)
+    console.print(table)
+    known = [e for e in estimates if e.requests is not None]
+    cost = Prices(price_in, price_out).cost(estimates)
+    typer.echo(f"requests: {sum(e.requests or 0 for e in known):,}" + ("" if len(known) == len(estimates) else " (+ unknown)"))
+    typer.echo(f"tokens: {sum(e.input_tokens or 0 for e in known):,} in, at most {sum(e.output_tokens or 0 for e in known):,} out"
+               " (WordPiece count of the packaged MiniLM tokenizer)")
+    typer.echo(f"cost: at most ${cost:,.2f} at ${price_in}/M input and ${price_out}/M output tokens")
+
+
+@app.command()
+def estimate(
+    recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
+    limit: Annotated[int | None, typer.Option(help="as for `run --limit`")] = None,
+    price_in: Annotated[float, typer.Option(help="US$ per million input tokens")] = 0.0,
+    price_out: Annotated[float, typer.Option(help="US$ per million output tokens")] = 0.0,
+) -> None:
+    """Requests, tokens and cost per stage before spending anything (no backend is called)."""
+    print_estimate(recipe_path, limit, price_in, price_out)
+
+
+@app.command("export")
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a finished run directory")],
+    layout: Annotated[str, typer.Option(help="records, messages, alpaca, sharegpt, triplets, pairs or text")] = "records",
+    format: Annotated[str, typer.Option(help="jsonl, parquet or hf (datasets save_to_disk)")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="export folder (default RUN_DIR/export)")] = None,
+    test_size: Annotated[float | None, typer.Option(help="share of rows in a test split, e.g. 0.1")] = None,
+    split_seed: Annotated[int, typer.Option(help="seed of the split")] = 0,
+    field: Annotated[list[str] | None, typer.Option(help="ROLE=FIELD, e.g. output=answer; repeatable")] = None,
+    push_to_hub: Annotated[str | None, typer.Option(help="Hub repo id; the token comes from $HF_TOKEN")] = None,
+) -> None:
+    """Write a run's dataset in a training layout, with a dataset card (README.md)."""
+    from pydantic import ValidationError
+
+    from synthgen.export import ExportConfig
+    from synthgen.stages.export import export_run
+
+    roles = dict(item.partition("=")[::2] for item in field or [])
+    try:
+        config = ExportConfig(layout=layout, format=format, test_size=test_size, split_seed=split_seed,  # type: ignore[arg-type]
+                              fields=roles, push_to_hub=push_to_hub)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
+    result = guarded(lambda: export_run(run_dir, config, out))
+    typer.echo(f"export: {result.path}  ({', '.join(f'{k}: {v} rows' for k, v in result.rows.items())})")
+    if result.skipped:
+        typer.echo(f"skipped: {result.skipped} records lacked a field the {layout} layout needs")
+
+
+@app.command()
+def show(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a run directory")],
+    n: Annotated[int, typer.Option("-n", help="how many records")] = 5,
+    rejects: Annotated[bool, typer.Option("--rejects", help="show dropped records and why")] = False,
+) -> None:
+    """Print sample records with their provenance."""
+    path = run_dir / ("rejects.jsonl" if rejects else "dataset.jsonl")
+    guarded(lambda: _require(path))
+    with path.open("rb") as handle:
+        for number, line in zip(range(n), handle, strict=False):
+            row = orjson.loads(line)
+            body = "\n".join(f"[bold]{escape(str(k))}[/]: {escape(_short(v))}" for k, v in row["fields"].items())
+            steps = row.get("meta", {}).get("steps", [])
+            trail = "  ".join(f"{s.get('stage')} {s.get('leaf', '')} {s.get('template', '')} sample {s.get('sample')}"
+                              for s in steps)
+            title = f"{number + 1}. {row['id']}" + (f"  [red]{escape(row['reason'])}[/]" if rejects else "")
+            extra = f"\n[dim]{escape(str(row.get('detail')))}[/]" if rejects else ""
+            console.print(Panel(body + extra, title=title, subtitle=escape(trail)[:200], title_align="left"))
+
+
+def _require(path: Path) -> None:
+    if not path.exists():
+        raise RunDirError(f"{path.parent}: no {path.name}; run the recipe first")
+
+
+def _short(value: object, limit: int = 400) -> str:
+    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+    return text if len(text) <= limit else text[:limit] + " ..."

@@ -1,0 +1,95 @@
+"""What a run will cost before it starts: requests per stage, input and output tokens, and price.
+
+The first generate stage's prompts are rendered exactly (from the real input or draws) and counted with
+the offline tokenizer in `synthgen.tokens`. Later stages depend on model outputs, so their counts assume
+every request succeeds and no filter drops anything (an upper bound), and their prompts are estimated as
+the previous prompt size plus the previous stage's output. Output tokens are bounded by `max_tokens`.
+Stages whose request count depends on outputs (loops, fan-outs) are reported as unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from synthgen.pipeline import build_stages, limited, open_source
+from synthgen.recipe import Recipe
+from synthgen.record import Record
+from synthgen.stages.generate import Generate
+from synthgen.stats import RunStats
+from synthgen.tokens import count_message_tokens
+
+DEFAULT_OUTPUT_TOKENS = 512  # assumed when a stage sets no max_tokens
+
+
+@dataclass
+class StageEstimate:
+    """One stage's expected requests and tokens; None where it cannot be known before running."""
+
+    label: str
+    requests: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Prices:
+    """US dollars per million input and output tokens."""
+
+    input: float = 0.0
+    output: float = 0.0
+
+    def cost(self, estimates: list[StageEstimate]) -> float:
+        """The known part of the cost (unknown stages count as zero)."""
+        return sum(((e.input_tokens or 0) * self.input + (e.output_tokens or 0) * self.output) / 1e6 for e in estimates)
+
+
+class _Filler(dict):  # type: ignore[type-arg]
+    """Stands in for a record a model has not written yet: every field reads as `tokens` filler words."""
+
+    def __init__(self, tokens: int) -> None:
+        super().__init__()
+        self.text = "word " * tokens
+
+    def __missing__(self, key: str) -> str:
+        return self.text
+
+
+def estimate_recipe(recipe: Recipe, limit: int | None = None) -> list[StageEstimate]:
+    """Estimates for every stage of `recipe`, without calling a backend. Stages that make no requests run on
+    the real input while it is known (chunking, dedup, ...), so the first prompts are counted exactly."""
+    stages = build_stages(recipe, RunStats(), limit=limit)
+    first = list(limited(open_source(recipe), limit))
+    inputs: list[Record] | None = first
+    count: int | None = len(first)
+    previous_output = DEFAULT_OUTPUT_TOKENS
+    estimates: list[StageEstimate] = []
+    for stage in stages:
+        label = stage.ctx.label
+        if isinstance(stage, Generate):
+            max_tokens = stage.params.sampling.max_tokens or DEFAULT_OUTPUT_TOKENS
+            if inputs is not None:
+                jobs = list(stage.jobs(inputs))
+                requests: int | None = len(jobs)
+                input_tokens: int | None = sum(count_message_tokens(job.messages) for job in jobs)
+                note = "prompts rendered and counted"
+            elif count is not None:
+                jobs = list(stage.jobs([Record("estimate", _Filler(previous_output))]))
+                requests = count * len(jobs)
+                input_tokens = count * sum(count_message_tokens(job.messages) for job in jobs)
+                note = "at most: every earlier request succeeds and nothing is dropped"
+            else:
+                requests = input_tokens = None
+                note = "depends on an earlier stage's outputs"
+            output_tokens = None if requests is None else requests * max_tokens
+            estimates.append(StageEstimate(label, requests, input_tokens, output_tokens, note))
+            inputs, count, previous_output = None, requests, max_tokens
+        elif not stage.predictable:
+            estimates.append(StageEstimate(label, None, None, None, "depends on model outputs"))
+            inputs = count = None
+        else:
+            if inputs is not None:
+                outputs = list(stage.run(inputs))
+                inputs, count = outputs, len(outputs)
+            estimates.append(StageEstimate(label, 0, 0, 0, "no requests"))
+    return estimates

@@ -1,0 +1,182 @@
+"""Export: a run's records in the layout a trainer reads (chat messages, Alpaca, ShareGPT, sentence-transformers
+triplets or pairs, pretraining text), as JSONL, Parquet or a Hugging Face `datasets` folder, with an optional
+seeded train/test split and a dataset card. Files appear only when complete (a temporary folder renamed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+from pydantic import Field
+
+from synthgen.config import StrictModel
+from synthgen.errors import ConfigError, RunDirError
+from synthgen.hashing import stable_int
+from synthgen.record import Record
+
+Layout = Literal["records", "messages", "alpaca", "sharegpt", "triplets", "pairs", "text"]
+Row = dict[str, Any]
+
+
+class ExportConfig(StrictModel):
+    """How to export. `fields` renames the roles a layout reads (e.g. {instruction: question, output: answer})."""
+
+    format: Literal["jsonl", "parquet", "hf"] = "jsonl"
+    layout: Layout = "records"
+    fields: dict[str, str] = Field(default_factory=dict)
+    test_size: float | None = Field(default=None, gt=0, lt=1, description="share of rows in a `test` split")
+    split_seed: int = 0
+    instruction_in_anchor: bool = Field(default=True, description="triplets/pairs: anchor = 'Instruct: ...\\nQuery: ...'")
+    push_to_hub: str | None = Field(default=None, description="repo id; the token is read from `token_env`")
+    token_env: str = "HF_TOKEN"
+
+
+ROLE_DEFAULTS = {
+    "instruction": "instruction", "input": "input", "output": "response", "system": "system",
+    "anchor": "anchor", "positive": "positive", "negative": "negative", "text": "text",
+}
+
+
+@dataclass
+class ExportResult:
+    """Where the export went and how many rows each split got (rows a layout could not fill are skipped)."""
+
+    path: Path
+    rows: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+
+
+def _role(record: Record, config: ExportConfig, role: str) -> Any:
+    return record.fields.get(config.fields.get(role, ROLE_DEFAULTS[role]))
+
+
+def _prompt(record: Record, config: ExportConfig) -> str | None:
+    instruction, extra = _role(record, config, "instruction"), _role(record, config, "input")
+    if not isinstance(instruction, str) or not instruction.strip():
+        return None
+    return f"{instruction}\n\n{extra}" if isinstance(extra, str) and extra.strip() else instruction
+
+
+def _anchor(record: Record, config: ExportConfig) -> Any:
+    anchor, instruction = _role(record, config, "anchor"), record.fields.get("instruction")
+    if config.instruction_in_anchor and instruction and isinstance(anchor, str):
+        return f"Instruct: {instruction}\nQuery: {anchor}"
+    return anchor
+
+
+def _messages(record: Record, config: ExportConfig) -> Row | None:
+    prompt, answer, system = _prompt(record, config), _role(record, config, "output"), _role(record, config, "system")
+    if prompt is None or not isinstance(answer, str):
+        return None
+    turns = [{"role": "system", "content": system}] if isinstance(system, str) and system else []
+    return {"messages": [*turns, {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]}
+
+
+def _alpaca(record: Record, config: ExportConfig) -> Row | None:
+    instruction, output = _role(record, config, "instruction"), _role(record, config, "output")
+    if not isinstance(instruction, str) or not isinstance(output, str):
+        return None
+    return {"instruction": instruction, "input": _role(record, config, "input") or "", "output": output}
+
+
+def _sharegpt(record: Record, config: ExportConfig) -> Row | None:
+    prompt, answer = _prompt(record, config), _role(record, config, "output")
+    if prompt is None or not isinstance(answer, str):
+        return None
+    return {"conversations": [{"from": "human", "value": prompt}, {"from": "gpt", "value": answer}]}
+
+
+def _triplets(record: Record, config: ExportConfig) -> Row | None:
+    positive, negative = _role(record, config, "positive"), _role(record, config, "negative")
+    if not all(isinstance(v, str) and v for v in (_role(record, config, "anchor"), positive, negative)):
+        return None
+    return {"anchor": _anchor(record, config), "positive": positive, "negative": negative}
+
+
+def _pairs(record: Record, config: ExportConfig) -> Row | None:
+    positive = _role(record, config, "positive")
+    if not all(isinstance(v, str) and v for v in (_role(record, config, "anchor"), positive)):
+        return None
+    return {"anchor": _anchor(record, config), "positive": positive}
+
+
+def _text(record: Record, config: ExportConfig) -> Row | None:
+    text = _role(record, config, "text")
+    return {"text": text} if isinstance(text, str) and text else None
+
+
+def _records(record: Record, config: ExportConfig) -> Row | None:
+    return {"id": record.id, **record.fields, "meta": orjson.dumps(record.meta).decode()}
+
+
+LAYOUTS: dict[str, Callable[[Record, ExportConfig], Row | None]] = {
+    "records": _records, "messages": _messages, "alpaca": _alpaca, "sharegpt": _sharegpt,
+    "triplets": _triplets, "pairs": _pairs, "text": _text,
+}
+
+
+def export_records(records: Iterable[Record], config: ExportConfig, out: Path,
+                   card: Callable[[ExportResult], str] | None = None) -> ExportResult:
+    """Write `records` in `config`'s layout and format to the folder `out` (replacing it), with README.md."""
+    token = _hub_token(config) if config.push_to_hub else None
+    splits: dict[str, list[Row]] = {"train": [], "test": []}
+    result = ExportResult(out)
+    to_row = LAYOUTS[config.layout]
+    for record in records:
+        row = to_row(record, config)
+        if row is None:
+            result.skipped += 1
+            continue
+        in_test = config.test_size is not None and stable_int(config.split_seed, record.id) % 10_000 < config.test_size * 10_000
+        splits["test" if in_test else "train"].append(row)
+    splits = {name: rows for name, rows in splits.items() if rows or name == "train"}
+    result.rows = {name: len(rows) for name, rows in splits.items()}
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        _write(splits, config, tmp)
+        if card is not None:
+            (tmp / "README.md").write_text(card(result), encoding="utf-8")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RunDirError(f"{out}: cannot write the export ({exc.strerror})") from None
+    if config.push_to_hub and token:
+        _dataset_dict(splits).push_to_hub(config.push_to_hub, token=token)
+    return result
+
+
+def _write(splits: dict[str, list[Row]], config: ExportConfig, folder: Path) -> None:
+    if config.format == "jsonl":
+        for name, rows in splits.items():
+            (folder / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+    elif config.format == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        for name, rows in splits.items():
+            pq.write_table(pa.Table.from_pylist(rows), folder / f"{name}.parquet")
+    else:
+        _dataset_dict(splits).save_to_disk(str(folder / "hf"))
+
+
+def _dataset_dict(splits: dict[str, list[Row]]) -> Any:
+    import datasets
+
+    return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
+
+
+def _hub_token(config: ExportConfig) -> str:
+    """The Hub token from the environment: handed to `push_to_hub`, never stored or written."""
+    token = os.environ.get(config.token_env)
+    if not token:
+        raise ConfigError("export", "push_to_hub", f"set the {config.token_env} environment variable to a Hub token")
+    return token

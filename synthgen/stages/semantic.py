@@ -1,0 +1,191 @@
+"""Embedding stages: semantic dedup (SemDeDup's rule) and diversity selection of k of N, each measuring the
+set's diversity before and after itself in `stats.metrics[<stage label>]`.
+
+Both need every record before they decide: records are spilled to a temporary file in the run directory
+while their texts are embedded in chunks, so only the vectors (n x 384 float32 for MiniLM: ~1.5 KB per
+record) and ids stay in memory; the survivors are then read back and emitted in input order.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from itertools import islice
+from typing import IO, Any, Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from synthgen.dedup.index import Match
+from synthgen.dedup.text import field_text
+from synthgen.embedding import diversity
+from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
+from synthgen.errors import ConfigError
+from synthgen.record import Record
+from synthgen.stages.base import Stage, StageParams, register
+from synthgen.stages.dedup import reject_duplicate
+
+_CHUNK = 4096  # texts per encode call while spilling
+
+
+class EmbeddingParams(StageParams):
+    """Which fields, joined, are embedded, and by which sentence-transformers model."""
+
+    fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
+    model: str = DEFAULT_MODEL
+    batch_size: int = Field(default=64, ge=1)
+
+
+class EmbeddingStage(Stage):
+    """Base of the stages that need every record's embedding: spill, embed, decide, replay."""
+
+    params: EmbeddingParams
+
+    def embed(self, records: Iterable[Record], spill: IO[bytes],
+              visit: Callable[[Record], None] | None = None) -> tuple[np.ndarray, list[str]]:
+        """Write each record to `spill` (calling `visit` on it) and return the (n, d) unit vectors and ids."""
+        encoder: Encoder | None = None
+        chunks: list[np.ndarray] = []
+        ids: list[str] = []
+        iterator = iter(records)
+        while batch := list(islice(iterator, _CHUNK)):
+            for record in batch:
+                spill.write(record.to_json() + b"\n")
+                ids.append(record.id)
+                if visit is not None:
+                    visit(record)
+            encoder = encoder or Encoder(self.params.model, self.params.batch_size)
+            chunks.append(encoder.encode([field_text(r.fields, self.params.fields) for r in batch]))
+        return (np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)), ids
+
+    @staticmethod
+    def replay(spill: IO[bytes]) -> Iterator[Record]:
+        """The spilled records, in input order."""
+        spill.seek(0)
+        for line in spill:
+            yield Record.from_json(line)
+
+
+class SemanticDedupParams(EmbeddingParams):
+    """`threshold`: the cosine at or above which a record duplicates one kept before it."""
+
+    threshold: float = Field(default=diversity.DEFAULT_THRESHOLD, gt=0, le=1)
+    exact_limit: int = Field(default=diversity.EXACT_LIMIT, ge=1,
+                             description="above this many records, compare only within k-means clusters")
+
+
+@register
+class SemanticDedup(EmbeddingStage):
+    """Drops records whose embedding is within `threshold` cosine of a record kept before it (SemDeDup).
+
+    Each reject names the kept record it duplicates (`meta.duplicate_of`) and their cosine (`meta.similarity`).
+    Needs all records (spilled to disk); past `exact_limit` records, see `diversity.semantic_duplicates`.
+    """
+
+    name = "semantic_dedup"
+    Params = SemanticDedupParams
+    params: SemanticDedupParams
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        with tempfile.TemporaryFile(dir=self.ctx.workdir) as spill:
+            vectors, ids = self.embed(records, spill)
+            if not ids:
+                return
+            found = diversity.semantic_duplicates(vectors, self.params.threshold, self.params.exact_limit, self.ctx.seed)
+            duplicates = {dropped: (kept, similarity) for dropped, kept, similarity in found}
+            keep = np.ones(len(ids), dtype=bool)
+            keep[list(duplicates)] = False
+            self.ctx.stats.metrics[self.ctx.label] = {
+                "before": diversity.diversity_metrics(vectors, self.ctx.seed),
+                "after": diversity.diversity_metrics(vectors[keep], self.ctx.seed),
+                "dropped": len(duplicates),
+            }
+            for position, record in enumerate(self.replay(spill)):
+                if position in duplicates:
+                    kept, similarity = duplicates[position]
+                    reject_duplicate(self.ctx, record, "semantic_duplicate", Match(ids[kept], similarity))
+                else:
+                    yield record
+
+
+class DiversitySelectParams(EmbeddingParams):
+    """Keep `k` records (or a `fraction` of them) chosen by `method`; see `synthgen.embedding.diversity`."""
+
+    k: int | None = Field(default=None, ge=1)
+    fraction: float | None = Field(default=None, gt=0, le=1)
+    method: Literal["kmeans_medoids", "k_center", "mmr", "random"] = "kmeans_medoids"
+    score: str | None = Field(default=None, description="mmr's relevance: a meta.scores key or a field name")
+    lambda_: float = Field(default=0.5, ge=0, le=1,
+                           description="mmr: 1 ranks by score alone, 0 by novelty alone (scores are min-max scaled to [0, 1])")
+    seed: int | None = Field(default=None, description="default: the run's seed")
+    label_field: str | None = Field(default=None, description="a field whose distinct values count as coverage")
+
+    @model_validator(mode="after")
+    def _one_size(self) -> DiversitySelectParams:
+        if (self.k is None) == (self.fraction is None):
+            raise ValueError("give exactly one of `k` (records to keep) or `fraction` (of the input)")
+        if self.method == "mmr" and not self.score:
+            raise ValueError("method: mmr needs `score`: the meta.scores key or field to rank by")
+        return self
+
+
+@register
+class DiversitySelect(EmbeddingStage):
+    """Keeps k records spread over the embedding space; the others are rejected as `not_selected`.
+
+    Needs all records (spilled to disk). The default method, k-means medoids, keeps one typical record per
+    mode of the data, which covers more of its real categories than random or farthest-point picks.
+    """
+
+    name = "diversity_select"
+    Params = DiversitySelectParams
+    params: DiversitySelectParams
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        p = self.params
+        scores: list[float] = []
+        labels: list[Any] = []
+
+        def visit(record: Record) -> None:
+            if p.score:
+                value = record.meta.get("scores", {}).get(p.score, record.fields.get(p.score))
+                scores.append(float(value) if isinstance(value, (int, float)) else np.nan)
+            if p.label_field:
+                labels.append(record.fields.get(p.label_field))
+
+        with tempfile.TemporaryFile(dir=self.ctx.workdir) as spill:
+            vectors, ids = self.embed(records, spill, visit)
+            if not ids:
+                return
+            chosen = self._select(vectors, np.array(scores, dtype=np.float64))
+            keep = np.zeros(len(ids), dtype=bool)
+            keep[chosen] = True
+            self._measure(vectors, keep, labels)
+            for position, record in enumerate(self.replay(spill)):
+                if keep[position]:
+                    yield record
+                else:
+                    self.ctx.reject(record, "not_selected", p.method)
+
+    def _select(self, vectors: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        p = self.params
+        k = p.k if p.k is not None else max(1, round((p.fraction or 1.0) * len(vectors)))
+        seed = self.ctx.seed if p.seed is None else p.seed
+        if p.method == "mmr":
+            if np.isnan(scores).all():
+                raise ConfigError(str(self.ctx.recipe_path), f"stages[{self.ctx.index}].diversity_select.score",
+                                  f"no record has a numeric {p.score!r} in meta.scores or its fields")
+            low, high = np.nanmin(scores), np.nanmax(scores)
+            scaled = (np.nan_to_num(scores, nan=low) - low) / (high - low or 1.0)  # [0, 1], like the cosine; unscored last
+            return diversity.mmr(vectors, k, scaled, p.lambda_)
+        select = {"kmeans_medoids": diversity.kmeans_medoids, "k_center": diversity.k_center,
+                  "random": diversity.random_subset}[p.method]
+        return select(vectors, k, seed)
+
+    def _measure(self, vectors: np.ndarray, keep: np.ndarray, labels: list[Any]) -> None:
+        before = diversity.diversity_metrics(vectors, self.ctx.seed)
+        after = diversity.diversity_metrics(vectors[keep], self.ctx.seed)
+        if self.params.label_field:
+            before["labels"] = len({repr(label) for label in labels})
+            after["labels"] = len({repr(label) for label, kept in zip(labels, keep, strict=True) if kept})
+        self.ctx.stats.metrics[self.ctx.label] = {"before": before, "after": after, "method": self.params.method}

@@ -1,0 +1,107 @@
+"""Export layouts round-trip through `datasets`; the card carries the funnel and the command; estimates match runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import datasets
+import pytest
+
+from synthgen.errors import ConfigError
+from synthgen.estimate import estimate_recipe
+from synthgen.export import ExportConfig, export_records
+from synthgen.pipeline import run_recipe
+from synthgen.recipe import load_recipe
+from synthgen.record import Record
+from synthgen.stages.export import export_run
+from tests.conftest import write
+
+RECORDS = [Record(f"r{i}", {"instruction": f"Do task {i}", "input": "" if i % 2 else f"data {i}", "response": f"Done {i}",
+                            "anchor": f"query {i}", "positive": f"doc {i}", "negative": f"other {i}", "text": f"page {i}"},
+                  {"steps": []}) for i in range(40)]
+COLUMNS = {
+    "records": {"id", "instruction", "input", "response", "anchor", "positive", "negative", "text", "meta"},
+    "messages": {"messages"}, "alpaca": {"instruction", "input", "output"}, "sharegpt": {"conversations"},
+    "triplets": {"anchor", "positive", "negative"}, "pairs": {"anchor", "positive"}, "text": {"text"},
+}
+
+
+def load(folder: Path, fmt: str) -> datasets.DatasetDict:
+    if fmt == "hf":
+        return datasets.load_from_disk(str(folder / "hf"))
+    builder = "json" if fmt == "jsonl" else "parquet"
+    files = {split: str(folder / f"{split}.{fmt}") for split in ("train", "test") if (folder / f"{split}.{fmt}").exists()}
+    return datasets.load_dataset(builder, data_files=files, cache_dir=str(folder.parent / "hf-cache"))
+
+
+@pytest.mark.parametrize("layout", sorted(COLUMNS))
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
+def test_every_layout_and_format_round_trips(tmp_path: Path, layout: str, fmt: str) -> None:
+    config = ExportConfig(layout=layout, format=fmt, test_size=0.25, split_seed=1)  # type: ignore[arg-type]
+    result = export_records(RECORDS, config, tmp_path / "out", lambda r: "card")
+    loaded = load(tmp_path / "out", fmt)
+    assert set(loaded) == {"train", "test"}
+    assert {split: loaded[split].num_rows for split in loaded} == result.rows
+    assert sum(result.rows.values()) == 40 and 3 <= result.rows["test"] <= 18
+    assert set(loaded["train"].column_names) == COLUMNS[layout]
+    assert (tmp_path / "out" / "README.md").read_text() == "card"
+    assert not (tmp_path / "out.tmp").exists()
+
+
+def test_layout_contents_and_split_stability(tmp_path: Path) -> None:
+    config = ExportConfig(layout="messages", test_size=0.5)
+    first = export_records(RECORDS, config, tmp_path / "a")
+    again = export_records(RECORDS, config, tmp_path / "b")
+    assert (tmp_path / "a" / "test.jsonl").read_bytes() == (tmp_path / "b" / "test.jsonl").read_bytes()
+    assert first.rows == again.rows
+    row = load(tmp_path / "a", "jsonl")["train"][0]["messages"]
+    assert [m["role"] for m in row] == ["user", "assistant"]
+    triplet = export_records(RECORDS[:1], ExportConfig(layout="triplets"), tmp_path / "t")
+    assert triplet.rows == {"train": 1}
+    bare = [Record("x", {"instruction": "Sum", "anchor": "q", "positive": "p", "negative": "n"})]
+    anchors = load(export_records(bare, ExportConfig(layout="triplets"), tmp_path / "u").path, "jsonl")["train"]["anchor"]
+    assert anchors == ["Instruct: Sum\nQuery: q"]
+    renamed = ExportConfig(layout="alpaca", fields={"output": "text"})
+    assert load(export_records(RECORDS[:2], renamed, tmp_path / "v").path, "jsonl")["train"]["output"] == ["page 0", "page 1"]
+    missing = export_records([Record("y", {"text": "only"})], ExportConfig(layout="alpaca"), tmp_path / "w")
+    assert missing.skipped == 1 and missing.rows == {"train": 0}
+
+
+def test_push_to_hub_needs_a_token_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(ConfigError, match="set the HF_TOKEN environment variable"):
+        export_records(RECORDS, ExportConfig(push_to_hub="me/data"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+RECIPE = """
+name: exported
+seed: 4
+backend: {kind: sim, sim: {latency: 0.0}}
+stages:
+  - generate:
+      template: quickstart/instruction.j2
+      taxonomy: taxonomies/quickstart.yaml
+      count: 25
+      schema: {type: object, properties: {instruction: {type: string}, input: {type: string}}, required: [instruction, input]}
+  - generate: {template: quickstart/response.j2, output: response, n: 2}
+  - export: {layout: alpaca, format: hf, test_size: 0.2}
+"""
+
+
+def test_export_stage_card_and_estimate_match_a_run(tmp_path: Path) -> None:
+    path = write(tmp_path / "recipes" / "r.yaml", RECIPE.replace("taxonomies/", str(Path.cwd() / "taxonomies") + "/"))
+    recipe = load_recipe(path)
+    estimates = estimate_recipe(recipe)
+    result = run_recipe(recipe, tmp_path / "run")
+    assert [e.requests for e in estimates] == [25, 50, 0]
+    assert sum(e.requests or 0 for e in estimates) == result.stats.http_requests == 75
+    assert estimates[0].input_tokens and estimates[1].output_tokens
+    exported = datasets.load_from_disk(str(tmp_path / "run" / "export" / "hf"))
+    assert exported["train"].num_rows + exported["test"].num_rows == 50
+    card = (tmp_path / "run" / "export" / "README.md").read_text()
+    for text in ("## Funnel (records per stage)", "| 00-generate | 0 | 25 | 0 |", "| 01-generate | 25 | 50 | 0 |",
+                 "## How to reproduce", "recipe hash", "## License and intended use", "temperature"):
+        assert text in card, text
+    again = export_run(tmp_path / "run", ExportConfig(layout="sharegpt"), tmp_path / "again")
+    assert again.rows == {"train": 50} and "## Rejects by reason" in (tmp_path / "again" / "README.md").read_text()
