@@ -28,7 +28,7 @@ from rapidfuzz.distance import LCSseq
 
 from synthgen.recipes.rouge import RougePool, naive_most_similar, rouge_tokens
 
-SEEDS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "self_instruct_seed_tasks.jsonl"
+SEEDS = Path(__file__).resolve().parent.parent / "recipes" / "data" / "self_instruct_seed_tasks.jsonl"
 
 
 def seed_instructions(path: Path) -> list[str]:

@@ -19,8 +19,8 @@ REASONS = {"too_few_words", "too_many_words", "blacklisted_word", "write_a_progr
 def sim_recipe(tmp_path: Path, stage: dict[str, object], sim: str = "{latency: 0.0}") -> Recipe:
     """recipes/self_instruct.yaml on the sim with other stage parameters, reading the real seed file."""
     text = (REPO / "recipes" / "self_instruct.yaml").read_text(encoding="utf-8")
-    seeds = load_recipe(REPO / "recipes" / "self_instruct.yaml").resolve("../shared/data/self_instruct_seed_tasks.jsonl")
-    text = text.replace("kind: openai", f"kind: sim\n  sim: {sim}\n  max_attempts: 1").replace("../shared/data/", f"{seeds.parent}/")
+    text = text.replace("kind: openai", f"kind: sim\n  sim: {sim}\n  max_attempts: 1")
+    text = text.replace("path: data/", f"path: {REPO / 'recipes' / 'data'}/")
     text = text.replace("name: self_instruct", f"name: self_instruct\nprompts_dir: {REPO / 'prompts'}")
     for key, value in stage.items():
         lines = [line for line in text.splitlines() if not line.strip().startswith(f"{key}:")]
