@@ -139,7 +139,7 @@ class MineHardNegatives(Stage):
             source = Source(p.corpus, self.ctx.resolve(p.corpus.path))
             corpus.extend(str(row.fields.get(p.corpus_field) or "") for row in source)
         corpus = [text for text in dict.fromkeys(corpus) if text.strip()]
-        encoder = Encoder(p.model, p.batch_size)
+        encoder = Encoder(p.model, p.batch_size, cache_dir=self.ctx.workdir.parent if self.ctx.workdir else None)
         queries = encoder.encode([str(r.fields.get(p.query_field) or "") for r in batch])
         positives = encoder.encode([str(r.fields.get(p.positive_field) or "") for r in batch])
         corpus_vectors = encoder.encode(corpus)
