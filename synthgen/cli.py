@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +25,7 @@ console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
 
 
-def _guarded(action: Callable[[], T]) -> T:
+def guarded(action: Callable[[], T]) -> T:
     """Run `action`; a SynthgenError becomes a one-line message and exit code 2."""
     try:
         return action()
@@ -45,18 +47,23 @@ def run(
     limit: Annotated[int | None, typer.Option(help="use only the first N input records (or N draws)")] = None,
     out: Annotated[Path | None, typer.Option(help="run directory (default outputs/<recipe name>)")] = None,
     fresh: Annotated[bool, typer.Option(help="discard the run directory's earlier results and cache")] = False,
+    dry_run: Annotated[bool, typer.Option(help="print the estimate (requests, tokens) and stop")] = False,
 ) -> None:
     """Run a recipe; re-running the same command resumes where an earlier run stopped."""
     from synthgen.pipeline import run_recipe
     from synthgen.recipe import load_recipe
 
-    recipe = _guarded(lambda: load_recipe(recipe_path)).with_backend(
+    recipe = guarded(lambda: load_recipe(recipe_path)).with_backend(
         kind=backend, model=model, base_url=base_url, max_concurrency=max_concurrency
     )
+    if dry_run:
+        cli_data.print_estimate(recipe_path, limit, 0.0, 0.0)
+        return
     run_dir = out or Path("outputs") / recipe.name
     stats = RunStats()
+    command = " ".join(["synthgen", *map(shlex.quote, sys.argv[1:])])
     with _live_progress(stats):
-        result = _guarded(lambda: run_recipe(recipe, run_dir, fresh=fresh, limit=limit, stats=stats))
+        result = guarded(lambda: run_recipe(recipe, run_dir, fresh=fresh, limit=limit, stats=stats, command=command))
     _print_summary(stats)
     typer.echo(f"dataset: {result.run_dir.dataset_path}  ({result.records} records)")
     typer.echo(f"rejects: {result.run_dir.rejects_path}  ({sum(stats.rejects.values())} records)")
@@ -84,7 +91,7 @@ def render(
         source = open_source(recipe)
         return [(job.leaf.path, job.messages) for job in islice(first.jobs(source or []), n)]
 
-    for index, (leaf, messages) in enumerate(_guarded(prompts), start=1):
+    for index, (leaf, messages) in enumerate(guarded(prompts), start=1):
         typer.echo(f"--- prompt {index} (leaf: {leaf}) ---")
         for message in messages:
             typer.echo(f"[{message['role']}]\n{message['content']}\n")
@@ -118,10 +125,10 @@ def dedup(
         error = exc.errors(include_url=False)[0]
         raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
     source = SourceConfig(path=str(input_path))
-    total = _guarded(lambda: Source(source, input_path).estimate())
+    total = guarded(lambda: Source(source, input_path).estimate())
     with Progress(BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("dedup", total=total)
-        summary = _guarded(lambda: dedup_file(source, out, params, exact, lambda: progress.advance(task)))
+        summary = guarded(lambda: dedup_file(source, out, params, exact, lambda: progress.advance(task)))
     table = Table(title="dedup summary")
     table.add_column("")
     table.add_column("records", justify="right")
@@ -137,12 +144,24 @@ def dedup(
     typer.echo(f"rejects: {out.with_name(out.name + '.rejects.jsonl')}  ({sum(summary.dropped.values())} rows)")
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a finished run directory")],
+    out: Annotated[Path | None, typer.Option(help="HTML file to write (default RUN_DIR/report.html)")] = None,
+    max_points: Annotated[int, typer.Option(min=1, help="seed and synthetic records each drawn on the embedding map")] = 1000,
+) -> None:
+    """Write a self-contained HTML report of a finished run (stage funnel, rejects, lengths, coverage, embeddings)."""
+    from synthgen.report import build_report
+
+    typer.echo(str(guarded(lambda: build_report(run_dir, out, max_points=max_points))))
+
+
 @taxonomy_app.command("show")
 def taxonomy_show(file: Annotated[Path, typer.Argument(help="taxonomy YAML file")]) -> None:
     """Print the task tree with each leaf's probability."""
     from synthgen.taxonomy import Taxonomy
 
-    tree = _guarded(lambda: Taxonomy.load(file)).render_tree()
+    tree = guarded(lambda: Taxonomy.load(file)).render_tree()
     Console().print(tree)
 
 
@@ -234,3 +253,6 @@ def _print_summary(stats: RunStats) -> None:
     if data["rejects_by_reason"]:
         reasons = ", ".join(f"{reason} {count}" for reason, count in data["rejects_by_reason"].items())
         console.print(f"rejects by reason: {reasons}", highlight=False)
+
+
+from synthgen import cli_data  # noqa: E402,F401  (registers estimate, export and show on `app`)

@@ -169,7 +169,8 @@ class WrapAssemble(Stage):
             record = Record(make_record_id(doc_id, self.ctx.label, style),
                             {"text": "\n\n".join(c.fields[self.params.field] for c in chunks), "style": style,
                              "doc_id": doc_id},
-                            {"parents": [c.id for c in chunks], "chunks_kept": len(chunks), "chunks_total": total})
+                            {**chunks[0].meta, "parents": [c.id for c in chunks], "chunks_kept": len(chunks),
+                             "chunks_total": total})  # provenance (source, steps) as the first chunk's: same doc and style
             if len(chunks) < self.params.min_kept * total:
                 self.ctx.reject(record, "incomplete_document", f"{len(chunks)} of {total} chunks survived")
                 continue

@@ -1,0 +1,290 @@
+"""The run report: one self-contained HTML page about a finished run, its figures embedded as PNG data URIs.
+
+Figures are drawn on `matplotlib.figure.Figure` objects, which render with Agg and are never registered
+with pyplot: no global backend switch, nothing to close, safe in a process that also uses pyplot.
+Every text that comes from records is escaped; the page loads nothing from outside itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import importlib.util
+import io
+import random
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from synthgen.embedding.encoder import Encoder
+from synthgen.errors import ConfigError
+from synthgen.report_data import RunData, Sample, record_text
+from synthgen.rundir import write_atomic
+
+_COLOURS = {"in": "#9db4d0", "out": "#2f6fad", "rejected": "#d1603d", "seed": "#9a9a9a", "synthetic": "#2f6fad",
+            "target": "#c4c4c4", "observed": "#2f6fad"}
+_STYLE = """body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:980px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}h1{margin-bottom:.2em}section{border-top:1px solid #ddd;padding:.5em 0 1em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;
+vertical-align:top}th{background:#f3f3f3}td.num{text-align:right}img{max-width:100%;display:block;margin:.5em 0}
+.na{color:#777;font-style:italic}.note{color:#555;font-size:.92em}code{font-size:.9em}nav a{margin-right:.8em}"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _figure(height: float = 3.5, width: float = 6) -> Figure:
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _img(fig: Figure, alt: str) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    return f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode("ascii")}" alt="{_e(alt)}">'
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+def _plain(label: str) -> str:
+    return label.replace("$", r"\$")  # matplotlib would read $...$ as mathtext
+
+
+def _missing(why: str) -> str:
+    return f'<p class="na">Not available for this run: {_e(why)}.</p>'
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="num">{v:,}</td>' if type(v) is int else f"<td>{_e(v)}</td>" for v in row) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _hbars(series: Mapping[str, Sequence[float]], labels: list[str], xlabel: str, percent: bool = False) -> Figure:
+    """Grouped horizontal bars: one group per label (top to bottom), one bar per series."""
+    fig = _figure(max(2.0, 0.25 * len(labels) * len(series) + 1.3))
+    ax = fig.add_subplot()
+    width = 0.8 / len(series)
+    for k, (name, values) in enumerate(series.items()):
+        bars = ax.barh(np.arange(len(labels)) + (k - (len(series) - 1) / 2) * width, values, width,
+                       label=name, color=_COLOURS.get(name))
+        text = [(f"{v:.1%}" if percent else f"{v:,.0f}") if v else "" for v in values]
+        ax.bar_label(bars, labels=text, padding=2, fontsize=7)
+    ax.set_yticks(np.arange(len(labels)), [_plain(label) for label in labels], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(xlabel)
+    ax.margins(x=0.12)
+    if percent:
+        ax.xaxis.set_major_formatter(PercentFormatter(1.0))
+    if len(series) > 1:
+        fig.legend(loc="outside upper center", ncols=len(series), fontsize=8, frameon=False)
+    return fig
+
+
+def _funnel(run: RunData) -> str:
+    stages: dict[str, dict[str, int]] = run.stats.get("stages") or {}
+    if not stages:
+        return _missing("stats.json has no stage counts")
+    names = list(stages)
+    series = {key: [stages[n].get(f"records_{key}" if key != "rejected" else key, 0) for n in names]
+              for key in ("in", "out", "rejected")}
+    alt = "Records into, out of and rejected by each stage: " + ", ".join(
+        f"{n} {i} in / {o} out / {r} rejected" for n, i, o, r in zip(names, *series.values(), strict=True))
+    return _img(_hbars({key: values for key, values in series.items() if any(values)} or series, names, "records"), alt)
+
+
+def _rejects(run: RunData) -> str:
+    reasons: dict[str, int] = run.stats.get("rejects_by_reason") or {}
+    if not reasons:
+        return _missing("no record was rejected")
+    ordered = sorted(reasons, key=lambda r: -reasons[r])
+    examples: dict[str, dict[str, Any]] = {}
+    for row in run.rows("rejects.jsonl"):
+        examples.setdefault(str(row.get("reason")), row)
+    fig = _hbars({"rejected": [reasons[r] for r in ordered]}, ordered, "records rejected")
+    rows = [[r, reasons[r], examples.get(r, {}).get("stage", ""), str(examples.get(r, {}).get("detail") or "")[:240]]
+            for r in ordered]
+    alt = "Rejected records by reason: " + ", ".join(f"{r} {reasons[r]}" for r in ordered)
+    return _img(fig, alt) + _table(["reason", "records", "stage", "example detail"], rows)
+
+
+def _lengths(synthetic: Sample, seeds: Sample | None) -> str:
+    if not synthetic.lengths:
+        return _missing("dataset.jsonl is empty")
+    groups = {"synthetic": np.array(synthetic.lengths)}
+    if seeds is not None and seeds.lengths:
+        groups = {"seed": np.array(seeds.lengths), **groups}
+    joined = np.concatenate(list(groups.values()))
+    wide = joined.max() > 30 * max(joined.min(), 1)  # long tails: log-spaced bins on a log axis
+    edges = np.geomspace(max(joined.min(), 1), joined.max() + 1, 41) if wide else np.histogram_bin_edges(joined, bins=40)
+    fig = _figure()
+    ax = fig.add_subplot()
+    if wide:
+        ax.set_xscale("log")
+    for name, values in groups.items():
+        ax.hist(values, bins=edges.tolist(), weights=np.full(len(values), 1 / len(values)), alpha=0.55, color=_COLOURS[name],
+                label=f"{name} (n={len(values):,}, median {np.median(values):,.0f})")
+    ax.set_xlabel("characters per record (string fields joined)")
+    ax.set_ylabel("share of records")
+    ax.legend(fontsize=8)
+    note = "" if seeds is not None else '<p class="note">No seed data: the recipe has no source, or it no longer resolves.</p>'
+    medians = ", ".join(f"{name} median {np.median(v):,.0f} characters" for name, v in groups.items())
+    return _img(fig, f"Histogram of record lengths in characters: {medians}") + note
+
+
+def _coverage(run: RunData, synthetic: Sample) -> str:
+    if not synthetic.leaves:
+        return _missing("no dataset record carries a taxonomy leaf")
+    total = sum(synthetic.leaves.values())
+    observed = {leaf: count / total for leaf, count in synthetic.leaves.items()}
+    targets = run.targets()
+    series = {"observed": observed} if targets is None else {"target": targets, "observed": observed}
+    leaves = sorted(set().union(*series.values()), key=lambda leaf: (-max(s.get(leaf, 0.0) for s in series.values()), leaf))
+    shown = leaves[:30]
+    fig = _hbars({name: [s.get(leaf, 0.0) for leaf in shown] for name, s in series.items()}, shown,
+                 "share of records", percent=True)
+    if targets is None:
+        note = "The taxonomy file named in the recipe does not resolve from here: observed shares only."
+    else:
+        distance = 0.5 * sum(abs(observed.get(leaf, 0.0) - targets.get(leaf, 0.0)) for leaf in leaves)
+        unseen = sum(1 for leaf in targets if leaf not in observed)
+        note = f"Total variation distance to the target weights: {distance:.3f}; leaves never drawn: {unseen} of {len(targets)}."
+    if len(leaves) > len(shown):
+        note += f" The {len(shown)} largest of {len(leaves)} leaves are shown."
+    alt = "Share of dataset records per taxonomy leaf" + (" against target weights" if targets else "")
+    return _img(fig, alt) + f'<p class="note">{_e(note)} {total:,} records carry a leaf.</p>'
+
+
+def _project(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
+    """2-D coordinates: UMAP where it is installed, PCA (numpy SVD) otherwise."""
+    if importlib.util.find_spec("umap") is not None and len(vectors) > 15:
+        import umap
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # umap/numba warn about threads and seeds on every fit
+            points = umap.UMAP(n_components=2, random_state=seed).fit_transform(vectors)
+        return np.asarray(points), ["UMAP 1", "UMAP 2"]
+    centred = vectors - vectors.mean(axis=0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    share = singular**2 / max(float((singular**2).sum()), 1e-12)
+    return centred @ axes[:2].T, [f"PC{k + 1} ({share[k]:.0%} of variance)" for k in range(2)]
+
+
+def _embedding_map(synthetic: Sample, seeds: Sample | None, encoder: Encoder | None, seed: int, cache: Path) -> str:
+    seed_texts = [text for text, _ in seeds.picked] if seeds else []
+    texts = seed_texts + [text for text, _ in synthetic.picked]
+    if len(texts) < 3:
+        return _missing("fewer than three records to embed")
+    try:
+        vectors = (encoder or Encoder(cache_dir=cache)).encode(texts).astype(np.float64)
+    except ConfigError as exc:
+        return _missing(f"the embedding model cannot be loaded ({exc})")
+    points, labels = _project(vectors, seed)
+    fig = _figure(4.2, 8)
+    ax = fig.add_subplot()
+    if seed_texts:
+        seed_points = points[: len(seed_texts)]
+        ax.scatter(seed_points[:, 0], seed_points[:, 1], s=9, c=_COLOURS["seed"], alpha=0.5, label=f"seed ({len(seed_texts):,})")
+    leaves = [leaf for _, leaf in synthetic.picked]
+    top = [leaf for leaf, _ in Counter(leaves).most_common(9)]
+    cmap = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#555555"]
+    synth = points[len(seed_texts):]
+    for k, name in enumerate([*top, "other"]):
+        mask = np.array([(leaf == name) if name != "other" else leaf not in top for leaf in leaves])
+        if mask.any():
+            label = f"{_plain(name[:40])} ({int(mask.sum()):,})"
+            ax.scatter(synth[mask, 0], synth[mask, 1], s=9, c=cmap[k], alpha=0.75, label=label)
+    ax.set_xlabel(labels[0], fontsize=8)
+    ax.set_ylabel(labels[1], fontsize=8)
+    ax.tick_params(labelsize=7)
+    fig.legend(loc="outside right upper", fontsize=7, markerscale=1.6, frameon=False)
+    alt = f"2-D map of sentence embeddings: {len(seed_texts)} seed records in grey, {len(leaves)} synthetic records by leaf"
+    return _img(fig, alt) + '<p class="note">Embeddings: MiniLM sentence vectors of a seeded sample of each set.</p>'
+
+
+def _duplicates(run: RunData) -> str:
+    kept: Counter[str] = Counter(
+        str(row["meta"]["duplicate_of"]) for row in run.rows("rejects.jsonl")
+        if (row.get("meta") or {}).get("duplicate_of") and row.get("reason") != "contaminated"
+    )
+    if not kept:
+        return '<p class="na">No duplicates removed.</p>'
+    sizes = Counter(count + 1 for count in kept.values())
+    fig = _figure()
+    ax = fig.add_subplot()
+    bars = ax.bar(sorted(sizes), [sizes[s] for s in sorted(sizes)], width=0.7, color=_COLOURS["rejected"])
+    ax.bar_label(bars, padding=2, fontsize=8)
+    ax.set_xlim(1.3, max(sizes) + 0.7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.set_xlabel("cluster size (kept record + its duplicates)")
+    ax.set_ylabel("clusters")
+    ax.margins(y=0.15)
+    summary = f"{len(kept):,} clusters, {sum(kept.values()):,} duplicates removed, largest cluster {max(sizes)}"
+    return _img(fig, f"Histogram of duplicate cluster sizes: {summary}") + f'<p class="note">{_e(summary)}.</p>'
+
+
+def _timeline(run: RunData) -> str:
+    points = np.array(run.stats.get("timeline") or [], dtype=np.float64).reshape(-1, 3)
+    if len(points) < 2:
+        return _missing("fewer than two timeline samples in stats.json")
+    fig = _figure(3.2, 8)
+    for k, (title, colour) in enumerate([("requests finished", "out"), ("tokens (prompt + completion)", "rejected")]):
+        ax = fig.add_subplot(1, 2, k + 1)
+        ax.plot(points[:, 0], points[:, k + 1], marker=".", color=_COLOURS[colour])
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("seconds since start", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_ylim(bottom=0)
+    alt = f"Requests finished and tokens over {points[-1, 0]:.1f} s: {points[-1, 1]:,.0f} requests, {points[-1, 2]:,.0f} tokens"
+    return _img(fig, alt)
+
+
+def _header(run: RunData, records: int) -> str:
+    stats, requests, tokens = run.stats, run.stats.get("requests") or {}, run.stats.get("tokens") or {}
+    totals = [["records", records], ["rejects", sum((stats.get("rejects_by_reason") or {}).values())],
+              ["requests finished", requests.get("finished", 0)], ["cache hits", requests.get("cache_hits", 0)],
+              ["tokens (prompt + completion)", tokens.get("prompt", 0) + tokens.get("completion", 0)],
+              ["wall time", f"{stats.get('wall_time_s', 0):,.1f} s"]]
+    metrics = [[label, name, _value(value)] for label, values in (stats.get("metrics") or {}).items()
+               if isinstance(values, dict) for name, value in values.items()]
+    nav = "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title in _TITLES.items())
+    return (f"<h1>Run report: {_e(run.name)}</h1><p>Run directory <code>{_e(run.path)}</code><br>"
+            f"Recipe sha256 <code>{_e(run.recipe_hash)}</code></p>{_table(['total', ''], totals)}"
+            + (f"<h3>Metrics</h3>{_table(['stage', 'metric', 'value'], metrics)}" if metrics else "")
+            + f"<nav>{nav}</nav>")
+
+
+_TITLES = {"funnel": "Records per stage", "rejects": "Rejects by reason", "lengths": "Length distributions",
+           "coverage": "Taxonomy coverage", "embedding-map": "Embedding map", "duplicates": "Duplicate clusters",
+           "timeline": "Timeline"}
+
+
+def build_report(run_dir: Path, out: Path | None = None, encoder: Encoder | None = None, max_points: int = 1000) -> Path:
+    """Write the HTML report of a finished run (default RUN_DIR/report.html) and return its path."""
+    run = RunData(Path(run_dir))
+    seed = int(run.recipe.get("seed") or 0)
+    synthetic = Sample(max_points, random.Random(seed))
+    for row in run.rows("dataset.jsonl"):
+        synthetic.add(record_text(row.get("fields") or {}), run.leaf(row))
+    seeds = run.seeds(Sample(max_points, random.Random(seed + 1)))
+    bodies = {"funnel": _funnel(run), "rejects": _rejects(run), "lengths": _lengths(synthetic, seeds),
+              "coverage": _coverage(run, synthetic), "embedding-map": _embedding_map(synthetic, seeds, encoder, seed, run.path),
+              "duplicates": _duplicates(run), "timeline": _timeline(run)}
+    sections = "".join(f'<section id="{key}"><h2>{_e(_TITLES[key])}</h2>{body}</section>' for key, body in bodies.items())
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>synthgen report: {_e(run.name)}</title>'
+            f"<style>{_STYLE}</style></head><body>{_header(run, len(synthetic.lengths))}{sections}</body></html>\n")
+    target = Path(out) if out is not None else run.path / "report.html"
+    write_atomic(target, page.encode("utf-8"))
+    return target
