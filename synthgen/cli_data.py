@@ -8,6 +8,7 @@ from typing import Annotated
 
 import orjson
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
@@ -86,16 +87,18 @@ def show(
     """Print sample records with their provenance."""
     path = run_dir / ("rejects.jsonl" if rejects else "dataset.jsonl")
     guarded(lambda: _require(path))
+    out = Console()
     with path.open("rb") as handle:
         for number, line in zip(range(n), handle, strict=False):
             row = orjson.loads(line)
-            body = "\n".join(f"[bold]{escape(str(k))}[/]: {escape(_short(v))}" for k, v in row["fields"].items())
-            steps = row.get("meta", {}).get("steps", [])
-            trail = "  ".join(f"{s.get('stage')} {s.get('leaf', '')} {s.get('template', '')} sample {s.get('sample')}"
-                              for s in steps)
-            title = f"{number + 1}. {row['id']}" + (f"  [red]{escape(row['reason'])}[/]" if rejects else "")
-            extra = f"\n[dim]{escape(str(row.get('detail')))}[/]" if rejects else ""
-            console.print(Panel(body + extra, title=title, subtitle=escape(trail)[:200], title_align="left"))
+            lines = [f"[bold]{escape(str(k))}[/]: {escape(_short(v))}" for k, v in row["fields"].items()]
+            if rejects:
+                lines.append(f"[red]{escape(row['reason'])}[/]: {escape(str(row.get('detail')))}")
+            for step in row.get("meta", {}).get("steps", []):
+                trail = (f"{step.get('stage')}: leaf {step.get('leaf')}, template {step.get('template')}, "
+                         f"model {step.get('model')}, sample {step.get('sample')}, attempt {step.get('attempt')}")
+                lines.append(f"[dim]{escape(trail)}[/]")
+            out.print(Panel("\n".join(lines), title=f"{number + 1}. {row['id']}", title_align="left"))
 
 
 def _require(path: Path) -> None:
