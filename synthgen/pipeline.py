@@ -22,6 +22,7 @@ from synthgen.rundir import JsonlWriter, RunDir, write_atomic
 from synthgen.runtime import Runtime
 from synthgen.stages import STAGES, Stage, StageContext
 from synthgen.stages.base import RejectSink, discard_rejects
+from synthgen.stages.generate import Generate, GenerateParams
 from synthgen.stages.source import Source
 from synthgen.stats import RunStats, StageCounts
 
@@ -55,7 +56,7 @@ def build_stages(
     stages: list[Stage] = []
     for index, spec in enumerate(recipe.stage_specs):
         params, field = spec.params, f"stages[{index}].{spec.name}"
-        count = getattr(params, "count", None)
+        count = params.count if isinstance(params, GenerateParams) else None
         if index == 0 and recipe.source is None:
             if count is None:
                 message = "with no `source`, the first stage must be a generate stage with `count`"
@@ -250,10 +251,9 @@ def _expected_requests(stages: list[Stage], source: Source | None, limit: int | 
         records = min(records, limit)
     total = 0
     for index, stage in enumerate(stages):
-        count, n = getattr(stage.params, "count", None), getattr(stage.params, "n", None)
-        if n is None:
+        if not isinstance(stage, Generate):
             continue
-        records = (count or records or 0) * n
+        records = (stage.params.count or records or 0) * stage.params.n
         if index >= start:
             total += records
     return total or None

@@ -1,0 +1,214 @@
+"""Augmentation in embedding space, decoded back to text.
+
+Targets are made by moving input embeddings (noise, mixup interpolation, extrapolation, analogy along an
+attribute direction, SMOTE for a class: `synthgen.embedding.interpolate`). Each target becomes text either
+as its nearest existing input (`decode: nearest`, reporting the cosine) or by the LLM (`decode: llm`): the
+backend is shown the anchor texts and the operation, its text is embedded and kept only if its cosine to
+the target is >= `tau`, it is no near-copy of an anchor, and (with labels) its nearest labelled neighbours
+are not dominated by a class neither parent has (manifold intrusion); otherwise it is asked again with a new
+attempt number, up to `max_attempts`, then rejected with the measured cosine. Mixup texts carry soft labels.
+Needs every input record first (the operations sample across the set).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
+from synthgen.embedding.interpolate import add_noise, analogy, attribute_vector, interpolate, intrusion, nearest, smote
+from synthgen.errors import ConfigError, RetryableBackendError
+from synthgen.hashing import stable_int
+from synthgen.prompts import PromptLibrary
+from synthgen.record import Record, make_record_id
+from synthgen.runtime import Runtime
+from synthgen.stages.base import Stage, StageParams, register
+from synthgen.stages.generate import SamplingParams
+
+ALPHA = {"mixup": (0.2, 0.8), "extrapolate": (1.2, 1.5)}
+
+
+class AugmentParams(StageParams):
+    """What to move, how, and how strictly the realised text must land on its target."""
+
+    text_field: str = "text"
+    label_field: str | None = None
+    operation: Literal["mixup", "smote", "noise", "extrapolate", "analogy"] = "mixup"
+    count: int = Field(default=100, ge=1, description="new records (per class for smote)")
+    classes: list[str] | None = Field(default=None, description="smote: the classes to grow (default: all)")
+    alpha: tuple[float, float] | None = None
+    noise_scale: float = Field(default=0.5, gt=0)
+    source: str | None = Field(default=None, description="analogy: the label to move away from")
+    target: str | None = Field(default=None, description="analogy: the label to move towards")
+    strength: float = 1.0
+    decode: Literal["llm", "nearest"] = "llm"
+    tau: float = Field(default=0.8, ge=-1, le=1)
+    copy_threshold: float = Field(default=0.97, gt=0, le=1)
+    max_attempts: int = Field(default=3, ge=1)
+    intrusion_k: int = Field(default=5, ge=1)
+    templates: str = "embedding"
+    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.9, max_tokens=200))
+    model: str = DEFAULT_MODEL
+    keep_input: bool = True
+
+
+@dataclass
+class Plan:
+    """One target vector, the input rows it came from, and what the prompt and the new record need."""
+
+    target: np.ndarray
+    anchors: list[int]
+    alpha: float | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, float] = field(default_factory=dict)
+
+
+@register
+class EmbeddingAugment(Stage):
+    """New records made by moving embeddings, realised as text and verified to land where aimed."""
+
+    name = "embed_augment"
+    Params = AugmentParams
+    params: AugmentParams
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        rows = list(records)
+        if self.params.keep_input:
+            yield from rows
+        if len(rows) < 2:
+            return
+        p = self.params
+        encoder = Encoder(p.model, cache_dir=self.ctx.workdir.parent if self.ctx.workdir else None)
+        texts = [str(r.fields.get(p.text_field) or "") for r in rows]
+        vectors = encoder.encode(texts)
+        labels = np.array([str(r.fields.get(p.label_field)) for r in rows]) if p.label_field else None
+        plans = self._plan(vectors, labels, texts, np.random.default_rng(stable_int(self.ctx.seed, self.ctx.label)))
+        if p.decode == "nearest":
+            made = self._nearest(plans, rows, vectors)
+        else:
+            made = self._realise(plans, rows, vectors, labels, encoder)
+        cosines = [record.meta["scores"]["target_cosine"] for record in made]
+        self.ctx.stats.metrics[self.ctx.label] = {
+            "operation": p.operation, "decode": p.decode, "targets": len(plans), "accepted": len(made),
+            "mean_target_cosine": round(float(np.mean(cosines)), 4) if cosines else None,
+        }
+        yield from made
+
+    def _plan(self, vectors: np.ndarray, labels: np.ndarray | None, texts: list[str], rng: np.random.Generator) -> list[Plan]:
+        p, n = self.params, len(vectors)
+        low, high = p.alpha or ALPHA.get(p.operation, (0.0, 1.0))
+        if p.operation == "noise":
+            anchors = rng.integers(0, n, size=p.count)
+            return [Plan(t, [int(a)], None, {"anchor": texts[a]}, self._hard(labels, a))
+                    for t, a in zip(add_noise(vectors[anchors], p.noise_scale, rng), anchors, strict=True)]
+        if p.operation in ("mixup", "extrapolate"):
+            first = rng.integers(0, n, size=p.count)
+            second = np.array([self._partner(int(a), n, labels, p.operation == "extrapolate", rng) for a in first])
+            alphas = rng.uniform(low, high, size=p.count)
+            targets = interpolate(vectors[first], vectors[second], alphas)
+            return [Plan(t, [int(a), int(b)], float(al),
+                         {"anchor": texts[a], "partner": texts[b], "percent": round(100 * al)},
+                         self._mixed(labels, int(a), int(b), float(al)))
+                    for t, a, b, al in zip(targets, first, second, alphas, strict=True)]
+        if labels is None:
+            raise ConfigError(str(self.ctx.recipe_path), f"stages[{self.ctx.index}].embed_augment.label_field",
+                              f"{p.operation} needs labelled records: set label_field")
+        if p.operation == "analogy":
+            if p.source is None or p.target is None:
+                raise ConfigError(str(self.ctx.recipe_path), f"stages[{self.ctx.index}].embed_augment",
+                                  "analogy needs source and target")
+            direction = attribute_vector(vectors, labels, p.source, p.target)
+            members, partners = np.flatnonzero(labels == p.source), np.flatnonzero(labels == p.target)
+            anchors = rng.choice(members, size=p.count)
+            targets = analogy(vectors[anchors], direction, p.strength)
+            return [Plan(t, [int(a)], None, {"anchor": texts[a], "partner": texts[rng.choice(partners)], "source": p.source,
+                                             "target": p.target}, {p.target: 1.0})
+                    for t, a in zip(targets, anchors, strict=True)]
+        plans = []
+        for label in p.classes or sorted(set(labels.tolist())):
+            targets, first, second = smote(vectors, labels, label, p.count, 5, rng)
+            plans += [Plan(t, [int(a), int(b)], None, {"anchor": texts[a], "partner": texts[b], "percent": 50}, {label: 1.0})
+                      for t, a, b in zip(targets, first, second, strict=True)]
+        return plans
+
+    @staticmethod
+    def _partner(anchor: int, n: int, labels: np.ndarray | None, same_class: bool, rng: np.random.Generator) -> int:
+        """Another row: any, or one of the anchor's class (extrapolation keeps the label meaningful)."""
+        pool = np.flatnonzero(labels == labels[anchor]) if same_class and labels is not None else np.arange(n)
+        pool = pool[pool != anchor]
+        return int(rng.choice(pool)) if pool.size else anchor
+
+    @staticmethod
+    def _hard(labels: np.ndarray | None, index: int) -> dict[str, float]:
+        return {str(labels[index]): 1.0} if labels is not None else {}
+
+    @staticmethod
+    def _mixed(labels: np.ndarray | None, a: int, b: int, alpha: float) -> dict[str, float]:
+        if labels is None:
+            return {}
+        soft: dict[str, float] = {}
+        for label, weight in ((str(labels[a]), 1.0 - alpha), (str(labels[b]), alpha)):
+            soft[label] = round(soft.get(label, 0.0) + weight, 4)
+        return soft
+
+    def _record(self, plan: Plan, index: int, rows: list[Record], text: str, cosine: float, extra: dict[str, Any]) -> Record:
+        p = self.params
+        fields: dict[str, Any] = {p.text_field: text, "operation": p.operation, "alpha": plan.alpha}
+        if p.label_field:
+            fields[p.label_field] = max(plan.labels, key=lambda label: plan.labels[label]) if plan.labels else None
+            fields["soft_labels"] = plan.labels
+        meta = {"parents": [rows[a].id for a in plan.anchors], "scores": {"target_cosine": round(cosine, 4)}, **extra}
+        return Record(make_record_id(self.ctx.label, index), fields, meta)
+
+    def _nearest(self, plans: list[Plan], rows: list[Record], vectors: np.ndarray) -> list[Record]:
+        """Each target as the closest existing input that is not its own first anchor."""
+        targets = np.stack([plan.target for plan in plans])
+        best, cosines = nearest(targets, vectors, np.array([plan.anchors[0] for plan in plans]))
+        field = self.params.text_field
+        return [self._record(plan, i, rows, str(rows[b].fields.get(field)), float(c), {"decoded_from": rows[b].id})
+                for i, (plan, b, c) in enumerate(zip(plans, best, cosines, strict=True))]
+
+    def _realise(self, plans: list[Plan], rows: list[Record], vectors: np.ndarray, labels: np.ndarray | None,
+                 encoder: Encoder) -> list[Record]:
+        """Ask the LLM for each target's text, verify it, ask again for the failures, reject what never lands."""
+        p, runtime = self.params, self.ctx.runtime
+        assert isinstance(runtime, Runtime)
+        prompts = PromptLibrary(self.ctx.prompts_dir)
+        sampling = p.sampling.to_body()
+        made: dict[int, Record] = {}
+        failures: dict[int, tuple[str, str]] = {}
+        for attempt in range(p.max_attempts):
+            todo = [i for i in range(len(plans)) if i not in made]
+            if not todo:
+                break
+            template = f"{p.templates}/{'mixup' if p.operation == 'smote' else p.operation}.j2"
+            requests = [runtime.request(prompts.render(template, plans[i].variables), sampling,
+                                        (self.ctx.seed, self.ctx.label, i), attempt=attempt) for i in todo]
+            answers = runtime.complete_all(requests, self.ctx.stats)
+            written = [a.text.strip() if not isinstance(a, RetryableBackendError) else "" for a in answers]
+            embedded = encoder.encode(written)
+            for i, request, answer, text, vector in zip(todo, requests, answers, written, embedded, strict=True):
+                plan = plans[i]
+                if isinstance(answer, RetryableBackendError):
+                    failures[i] = (f"backend_{answer.cause}", str(answer))
+                    continue
+                cosine = float(vector @ plan.target)
+                copy = max(float(vector @ vectors[a]) for a in plan.anchors)
+                intruder = (intrusion(vector, vectors, labels, set(plan.labels), p.intrusion_k)
+                            if labels is not None and plan.labels else None)
+                if not text or cosine < p.tau:
+                    failures[i] = ("off_target", f"cosine {cosine:.3f} to the target < tau {p.tau}")
+                elif copy >= p.copy_threshold:
+                    failures[i] = ("near_copy", f"cosine {copy:.3f} to an anchor")
+                elif intruder is not None:
+                    failures[i] = ("manifold_intrusion", f"nearest neighbours are mostly {intruder!r}")
+                else:
+                    made[i] = self._record(plan, i, rows, text, cosine, {"attempt": attempt, "request": request.key()})
+        for i, (reason, detail) in failures.items():
+            if i not in made:
+                self.ctx.reject(self._record(plans[i], i, rows, "", 0.0, {}), reason, detail)
+        return [made[i] for i in sorted(made)]
