@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--shots", type=int, nargs="+", default=[2, 4, 8, 16])
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    warnings.filterwarnings("ignore", message="The number of unique classes")  # 77 classes x 2 shots
     augmenters: dict[str, Augmenter] = {"none": none, "smote": with_smote, "noise": with_noise, "mixup": with_mixup}
     with tempfile.TemporaryDirectory() as cache:
         encoder = Encoder(cache_dir=Path(cache))
