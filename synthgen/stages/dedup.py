@@ -40,11 +40,11 @@ from synthgen.stages.source import Source, SourceConfig
 PRESETS: dict[str, tuple[Literal["word", "char"], int]] = {"short": ("char", 5), "document": ("word", 5)}
 
 
-def reject_duplicate(ctx: StageContext, record: Record, reason: str, match: Match) -> None:
+def reject_duplicate(ctx: StageContext, record: Record, reason: str, match: Match, measure: str = "jaccard") -> None:
     """Send `record` to rejects with the id (or evaluation item) it duplicates and the measured similarity."""
     record.meta.update(duplicate_of=match.key, similarity=round(match.similarity, 4))
     what = "matches evaluation item" if reason == "contaminated" else "duplicate of"
-    ctx.reject(record, reason, f"{what} {match.key} (jaccard {match.similarity:.3f})")
+    ctx.reject(record, reason, f"{what} {match.key} ({measure} {match.similarity:.3f})")
 
 
 class ExactDedupParams(StageParams):

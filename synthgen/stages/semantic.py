@@ -54,7 +54,8 @@ class EmbeddingStage(Stage):
                 ids.append(record.id)
                 if visit is not None:
                     visit(record)
-            encoder = encoder or Encoder(self.params.model, self.params.batch_size)
+            cache = self.ctx.workdir.parent if self.ctx.workdir else None  # the run directory's embeddings.sqlite
+            encoder = encoder or Encoder(self.params.model, self.params.batch_size, cache_dir=cache)
             chunks.append(encoder.encode([field_text(r.fields, self.params.fields) for r in batch]))
         return (np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)), ids
 
@@ -103,7 +104,7 @@ class SemanticDedup(EmbeddingStage):
             for position, record in enumerate(self.replay(spill)):
                 if position in duplicates:
                     kept, similarity = duplicates[position]
-                    reject_duplicate(self.ctx, record, "semantic_duplicate", Match(ids[kept], similarity))
+                    reject_duplicate(self.ctx, record, "semantic_duplicate", Match(ids[kept], similarity), "cosine")
                 else:
                     yield record
 
