@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from synthgen.embedding.diversity import diversity_metrics
 from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
 from synthgen.embedding.interpolate import add_noise, analogy, attribute_vector, interpolate, intrusion, nearest, smote
 from synthgen.errors import ConfigError, RetryableBackendError
@@ -92,9 +93,12 @@ class EmbeddingAugment(Stage):
         else:
             made = self._realise(plans, rows, vectors, labels, encoder)
         cosines = [record.meta["scores"]["target_cosine"] for record in made]
+        added = encoder.encode([str(record.fields[p.text_field]) for record in made])
         self.ctx.stats.metrics[self.ctx.label] = {
             "operation": p.operation, "decode": p.decode, "targets": len(plans), "accepted": len(made),
             "mean_target_cosine": round(float(np.mean(cosines)), 4) if cosines else None,
+            "before": diversity_metrics(vectors, self.ctx.seed),
+            "after": diversity_metrics(np.vstack([vectors, added]), self.ctx.seed),
         }
         yield from made
 

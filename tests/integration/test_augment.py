@@ -32,6 +32,8 @@ def run(tmp_path: Path, operation: str = "mixup", decode: str = "llm", tau: floa
     text = RECIPE.format(data=data, operation=operation, decode=decode, tau=tau)
     path = write(tmp_path / "recipes" / "r.yaml", text.replace("source:", f"prompts_dir: {Path('prompts').resolve()}\nsource:"))
     result = run_recipe(load_recipe(path), tmp_path / "run")
+    metrics = result.stats.metrics["00-embed_augment"]
+    assert metrics["before"]["n"] == 160 and metrics["after"]["n"] == 160 + metrics["accepted"]
     rows = [r for r in read_jsonl(result.run_dir.dataset_path) if "operation" in r["fields"]]
     return rows, read_jsonl(result.run_dir.rejects_path)
 
