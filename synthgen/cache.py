@@ -25,18 +25,25 @@ CREATE TABLE IF NOT EXISTS completions (
 """
 
 
+def connect(path: Path, schema: str, failure: str) -> sqlite3.Connection:
+    """An autocommit SQLite connection in WAL mode with `schema` applied, usable from any thread; an
+    unreadable file raises RunDirError with `failure` (formatted with {error})."""
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(schema)
+    except sqlite3.DatabaseError as exc:
+        raise RunDirError(f"{path}: " + failure.format(error=exc)) from None
+    return db
+
+
 class RequestCache:
     """Content-addressed store of completions; safe to share between threads of one process."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-        except sqlite3.DatabaseError as exc:
-            raise RunDirError(f"{self.path}: request cache is unreadable ({exc}); delete it or use --fresh") from None
+        self._db = connect(self.path, _SCHEMA, "request cache is unreadable ({error}); delete it or use --fresh")
         self._lock = threading.Lock()
 
     def get(self, request: ChatRequest) -> Completion | None:

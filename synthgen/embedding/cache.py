@@ -3,14 +3,13 @@ never encode the same text twice."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from synthgen.errors import RunDirError
+from synthgen.cache import connect
 from synthgen.hashing import content_hash
 
 _CHUNK = 900  # SQLite's default limit on parameters per statement is 999
@@ -21,12 +20,8 @@ class EmbeddingCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)")
-        except sqlite3.DatabaseError as exc:
-            raise RunDirError(f"{self.path}: embedding cache is unreadable ({exc}); delete it") from None
+        self._db = connect(self.path, "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)",
+                           "embedding cache is unreadable ({error}); delete it")
         self._lock = threading.Lock()
 
     @staticmethod
