@@ -73,6 +73,7 @@ def cluster_entropy(x: np.ndarray, k: int, seed: int = 0) -> float:
 
 def diversity_metrics(x: np.ndarray, seed: int = 0) -> dict[str, float | int]:
     """n, Vendi score, mean pairwise cosine distance and cluster entropy (k = min(20, n)), rounded."""
+    check_finite(x)
     return {
         "n": len(x),
         "vendi": round(vendi_score(x), 4),
@@ -86,11 +87,13 @@ def semantic_duplicates(x: np.ndarray, threshold: float = DEFAULT_THRESHOLD, exa
     """(dropped, kept, cosine) triples by the SemDeDup rule in input order: a row is dropped when its cosine to
     a row kept before it is >= `threshold`; `kept` is its most similar kept row.
 
+    Non-finite vectors raise ValueError.
     Up to `exact_limit` rows the rule is applied exactly (blocked matrix products against the kept rows).
     Beyond it, rows are partitioned by mini-batch k-means into ~sqrt(n) clusters and the rule is applied
     within each cluster, so a duplicate pair split across two clusters is missed (rare at high thresholds:
     near-identical vectors almost always share a cluster).
     """
+    check_finite(x)
     n = len(x)
     if n <= exact_limit:
         return _exact_duplicates(x, threshold)
@@ -136,8 +139,16 @@ def _exact_duplicates(x: np.ndarray, threshold: float) -> list[tuple[int, int, f
     return found
 
 
+def check_finite(x: np.ndarray) -> None:
+    """Refuse vectors holding NaN or infinity, naming the first rows that do (they would poison every cosine)."""
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=1)) if x.ndim == 2 else np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise ValueError(f"embeddings contain NaN or infinity in {bad.size} row(s), e.g. rows {bad[:5].tolist()}")
+
+
 def _check_k(x: np.ndarray, k: int) -> bool:
-    """True when k covers every row (select all); raises on a negative k."""
+    """True when k covers every row (select all); raises on a negative k or non-finite vectors."""
+    check_finite(x)
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     return k >= len(x)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import orjson
+from pydantic import field_validator
 
 from synthgen.card import dataset_card
 from synthgen.errors import RunDirError
@@ -15,9 +16,17 @@ from synthgen.stages.base import Stage, StageParams, register
 
 
 class ExportParams(ExportConfig, StageParams):
-    """Export settings, plus where to write (default: `export/` in the run directory)."""
+    """Export settings, plus where to write: a folder inside the run directory (default `export`)."""
 
-    out: str | None = None
+    out: str = "export"
+
+    @field_validator("out")
+    @classmethod
+    def _inside_run_dir(cls, out: str) -> str:
+        path = PurePosixPath(out.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            raise ValueError(f"{out!r} must be a relative folder inside the run directory (no '..', not absolute)")
+        return out
 
 
 @register
@@ -36,7 +45,7 @@ class Export(Stage):
         if self.ctx.workdir is None:
             return
         run_dir = self.ctx.workdir.parent
-        out = self.ctx.resolve(self.params.out) if self.params.out else run_dir / "export"
+        out = run_dir / self.params.out
         recipe_text = (run_dir / "recipe.yaml").read_text(encoding="utf-8")
         stats = self.ctx.stats.to_dict()
         config = ExportConfig.model_validate(self.params.model_dump(exclude={"out"}))

@@ -26,6 +26,7 @@ class SourceConfig(StrictModel):
     split: str | None = None
     fields: list[str] | None = None
     limit: int | None = Field(default=None, ge=1)
+    max_record_bytes: int = Field(default=8_000_000, ge=1, description="a longer JSONL line is an input error")
 
 
 class Source:
@@ -76,6 +77,9 @@ class Source:
             for number, raw in enumerate(handle, start=1):
                 if not raw.strip():
                     continue
+                if len(raw) > self.config.max_record_bytes:
+                    raise InputError(str(self.path), number, f"record of {len(raw):,} bytes is over source.max_record_bytes "
+                                                             f"({self.config.max_record_bytes:,}); split it or raise the limit")
                 try:
                     row = orjson.loads(raw)
                 except orjson.JSONDecodeError as exc:
