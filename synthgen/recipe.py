@@ -72,6 +72,10 @@ def load_recipe(path: str | Path) -> Recipe:
     if not isinstance(data, dict):
         raise ConfigError(source, None, "a recipe is a YAML mapping with name, backend, source and stages")
     recipe = validate(Recipe, data, source)
+    if recipe.backend.sim:
+        from synthgen.backends.sim import SimConfig
+
+        validate(SimConfig, recipe.backend.sim, source, "backend.sim")
     specs = []
     for index, entry in enumerate(recipe.stages):
         if len(entry) != 1:

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from synthgen.backends.base import Backend
 from synthgen.backends.openai_compat import OpenAIBackend
-from synthgen.config import StrictModel
+from synthgen.config import StrictModel, validate
 from synthgen.errors import ConfigError
 from synthgen.stats import RunStats
 
@@ -84,5 +84,5 @@ def _openai(config: BackendConfig, stats: RunStats, stack: ExitStack) -> Backend
 def _sim(config: BackendConfig, stats: RunStats, stack: ExitStack) -> Backend:
     from synthgen.backends.sim import SimConfig, SimServer
 
-    server = stack.enter_context(SimServer(SimConfig(**config.sim)))
+    server = stack.enter_context(SimServer(validate(SimConfig, config.sim, "backend", "sim")))
     return _http_backend(config, server.base_url, config.api_key(), stats)
