@@ -174,6 +174,8 @@ def sim_server(
     capacity: Annotated[int | None, typer.Option(help="requests processed at once; more queue")] = None,
     fault: Annotated[list[str] | None, typer.Option(help="KIND=RATE, repeatable, e.g. rate_limit=0.05")] = None,
     duplicate_rate: Annotated[float, typer.Option(help="share of prompts whose samples collide")] = 0.1,
+    hang_seconds: Annotated[float, typer.Option(help="how long a `hang` fault stalls")] = 30.0,
+    track_bodies: Annotated[bool, typer.Option(help="keep a hash of every request body (GET /sim/bodies)")] = False,
 ) -> None:
     """Serve the simulated OpenAI-compatible API (for tests, benchmarks and trying recipes offline)."""
     from pydantic import ValidationError
@@ -188,7 +190,8 @@ def sim_server(
         except ValueError:
             raise typer.BadParameter(f"--fault {item!r}: write KIND=RATE, e.g. server_error=0.05") from None
     try:
-        config = SimConfig(latency=latency, jitter=jitter, capacity=capacity, faults=faults, duplicate_rate=duplicate_rate)
+        config = SimConfig(latency=latency, jitter=jitter, capacity=capacity, faults=faults, duplicate_rate=duplicate_rate,
+                           hang_seconds=hang_seconds, track_bodies=track_bodies)
     except ValidationError as exc:
         raise typer.BadParameter(str(exc.errors(include_url=False)[0]["msg"])) from None
     console.print(f"sim server on http://{host}:{port}/v1 (Ctrl-C stops it)", highlight=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import ipaddress
 import random
 import re
@@ -48,6 +49,7 @@ class SimConfig(BaseModel, extra="forbid"):
     models: list[str] | None = None  # when set, other model names get 404
     max_context_tokens: int | None = Field(default=None, ge=1)  # prompt words + max_tokens above it get 400
     seed: int = 0  # seeds faults and jitter, never the content
+    track_bodies: bool = False  # keep a sha256 of every completion request body, for GET /sim/bodies (soak tests)
 
     @field_validator("faults")
     @classmethod
@@ -106,6 +108,7 @@ class _Sim:
         self.endpoints: Counter[str] = Counter()
         self.statuses: Counter[int] = Counter()
         self.faults: Counter[str] = Counter()
+        self.bodies: list[str] = []
         self.max_in_flight = self.in_flight
 
     def snapshot(self) -> dict[str, Any]:
@@ -131,6 +134,10 @@ class _Sim:
     async def stats(self, request: web.Request) -> web.Response:
         """GET /sim/stats."""
         return _json(self.snapshot())
+
+    async def bodies_route(self, request: web.Request) -> web.Response:
+        """GET /sim/bodies: sha256 of each completion request body received since the last reset, in order."""
+        return _json(self.bodies)
 
     async def reset_route(self, request: web.Request) -> web.Response:
         """POST /sim/reset."""
@@ -161,8 +168,11 @@ class _Sim:
         """Check the request as OpenAI does, wait the latency in a capacity slot, then answer or fail."""
         if unauthorized := self._unauthorized(request):
             return unauthorized
+        raw = await request.read()
+        if self.config.track_bodies:
+            self.bodies.append(hashlib.sha256(raw).hexdigest())
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return _error(400, "The request body is not valid JSON.")
         if not isinstance(body, dict) or not isinstance(model := body.get("model"), str):
@@ -261,6 +271,7 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_post("/v1/chat/completions", sim.chat)
     app.router.add_post("/v1/completions", sim.completions)
     app.router.add_get("/sim/stats", sim.stats)
+    app.router.add_get("/sim/bodies", sim.bodies_route)
     app.router.add_post("/sim/reset", sim.reset_route)
     return app
 
