@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 
 from synthgen.backends.sim import SimConfig, SimServer
+from synthgen.export import ExportConfig
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
+from synthgen.report import build_report
+from synthgen.stages.export import export_run
 from tests.conftest import synthgen
+from tests.integration.test_report import FakeEncoder
 
 KEY = "sk-synthgen-test-SECRET-4b1d9c"
 
@@ -64,7 +68,7 @@ def test_unreachable_server_is_reported(tmp_path: Path) -> None:
         run_recipe(recipe, tmp_path / "r", limit=3)
 
 
-def test_api_key_is_in_no_output_file_and_no_log(tmp_path: Path, guarded_sim: SimServer,
+def test_api_key_is_in_no_output_file_export_card_report_or_log(tmp_path: Path, guarded_sim: SimServer,
                                                   monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "run"
     result = synthgen("run", "recipes/quickstart.yaml", "--base-url", guarded_sim.base_url, "--limit", "20",
@@ -81,7 +85,10 @@ def test_api_key_is_in_no_output_file_and_no_log(tmp_path: Path, guarded_sim: Si
         run_recipe(recipe, tmp_path / "other", limit=30)
     assert KEY not in str(failure.value) and KEY not in caplog.text
 
+    export_run(out, ExportConfig(layout="alpaca", format="hf"))
+    build_report(out, encoder=FakeEncoder())
     files = [p for p in out.rglob("*") if p.is_file()]
-    assert {"dataset.jsonl", "cache.sqlite", "recipe.yaml", "stats.json"} <= {p.name for p in files}
+    names = {p.name for p in files}
+    assert {"dataset.jsonl", "cache.sqlite", "recipe.yaml", "stats.json", "README.md", "report.html"} <= names
     for path in files:
         assert KEY.encode() not in path.read_bytes(), path
