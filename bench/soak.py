@@ -131,7 +131,8 @@ def main() -> None:
         began = time.monotonic()
         for phase in range(args.kills + 1):
             killing = phase < args.kills
-            stop_at = rng.uniform(0.15, 0.85) * args.requests if killing else float("inf")
+            already = len(finished_before)  # kill somewhere in the work still to do, not in the cache replay
+            stop_at = already + rng.uniform(0.15, 0.6) * (args.requests - already) if killing else float("inf")
             client = subprocess.Popen([sys.executable, "-m", "synthgen", "run", str(recipe_path), "--out", str(run_dir)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             while client.poll() is None:
