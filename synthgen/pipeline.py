@@ -57,7 +57,13 @@ def build_stages(
     for index, spec in enumerate(recipe.stage_specs):
         params, field = spec.params, f"stages[{index}].{spec.name}"
         count = params.count if isinstance(params, GenerateParams) else None
-        if index == 0 and recipe.source is None:
+        if STAGES[spec.name].is_source:
+            if index > 0 or recipe.source is not None:
+                message = f"'{spec.name}' makes records from nothing: it must be the first stage of a recipe without `source`"
+                raise ConfigError(str(recipe.path), field, message)
+            if limit is not None:
+                params = params.model_copy(update={"count": min(params.count, limit)})  # type: ignore[attr-defined]
+        elif index == 0 and recipe.source is None:
             if count is None:
                 message = "with no `source`, the first stage must be a generate stage with `count`"
                 raise ConfigError(str(recipe.path), field, message)

@@ -46,6 +46,7 @@ class Stage(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[StageParams]] = StageParams
     predictable: ClassVar[bool] = True  # False: its requests or output count depend on model outputs (loops, fan-outs)
+    is_source: ClassVar[bool] = False  # True: makes its records from its parameters alone (a first stage, no input)
 
     def __init__(self, params: StageParams, ctx: StageContext) -> None:
         self.params = params
