@@ -34,18 +34,11 @@ from synthgen.record import Record, make_record_id
 from synthgen.runtime import Runtime
 from synthgen.stages.base import Stage, StageContext, StageParams, register
 from synthgen.stages.generate import SamplingParams
+from synthgen.stopwords import STOP_WORDS
 from synthgen.taxonomy import Leaf, Taxonomy
 from synthgen.validation import InvalidOutput, OutputSchema
 
 REFUSAL_MAX_WORDS = 80  # the paper's "relatively short" bound for a response containing "sorry"
-STOP_WORDS = frozenset("""
-a about above after again against all am an and any are as at be because been before being below between both
-but by can could did do does doing down during each few for from further had has have having he her here hers
-herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off on
-once only or other our ours ourselves out over own same she should so some such than that the their theirs them
-themselves then there these they this those through to too under until up very was we were what when where
-which while who whom why will with would you your yours yourself yourselves ok okay yes oh well also
-""".split())
 _WORD = re.compile(r"\w+(?:'\w+)*")
 _PROMPT_WORDS = re.compile(r"\b(?:given|rewritten|created)[\s_-]*prompts?\b", re.IGNORECASE)
 _JUDGE_SCHEMA = {"type": "object", "properties": {"equal": {"type": "boolean"}}, "required": ["equal"],
