@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from mixup_eval import poem, tuned_c, with_mixup, with_smote
+from mixup_eval import pick_shots, poem, tuned_c, with_mixup, with_smote
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
@@ -47,9 +47,7 @@ def main() -> None:
         for shots in args.shots:
             results: dict[str, list[float]] = {m: [] for m in methods}
             for seed in range(args.seeds):
-                rng = np.random.default_rng(seed)
-                picked = np.concatenate([rng.permutation(np.flatnonzero(train_y == label))[:shots]
-                                         for label in np.unique(train_y)])
+                picked = pick_shots(train_y, shots, seed)
                 x, y = train_x[picked], train_y[picked]
                 c = tuned_c(x, y, seed)
                 variants, labels = [], []

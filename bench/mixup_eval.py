@@ -74,6 +74,12 @@ def with_mixup(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> tuple[
             np.concatenate([np.ones(len(y)), 1 - alpha, alpha]))
 
 
+def pick_shots(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Indices of `shots` random examples of every class, seeded."""
+    rng = np.random.default_rng(seed)
+    return np.concatenate([rng.permutation(np.flatnonzero(labels == label))[:shots] for label in np.unique(labels)])
+
+
 def tuned_c(x: np.ndarray, y: np.ndarray, seed: int) -> float:
     folds = min(3, int(np.bincount(np.unique(y, return_inverse=True)[1]).min()))
     if folds < 2:
@@ -106,9 +112,7 @@ def main() -> None:
             for shots in args.shots:
                 results: dict[str, list[float]] = {a: [] for a in augmenters}
                 for seed in range(args.seeds):
-                    rng = np.random.default_rng(seed)
-                    picked = np.concatenate([rng.permutation(np.flatnonzero(train_y == label))[:shots]
-                                             for label in np.unique(train_y)])
+                    picked = pick_shots(train_y, shots, seed)
                     x, y = train_x[picked], train_y[picked]
                     c = tuned_c(x, y, seed)
                     for label, augment in augmenters.items():
