@@ -17,9 +17,9 @@ Which selection to use (bench/diversity_eval.py: Banking77's 10,003 training tex
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
-from sklearn.cluster import KMeans, MiniBatchKMeans
 
 DEFAULT_THRESHOLD = 0.95  # MiniLM: "How do I reset..." vs "How can I reset..." 0.99; a looser rewording 0.93-0.94
 EXACT_LIMIT = 100_000  # exact SemDeDup is O(n^2 d): 20k x 384 took 1.3 s on 2 cores, so 100k ~30-60 s
@@ -55,8 +55,10 @@ def distinct_rows(x: np.ndarray) -> int:
     return int(np.unique(rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()).size)
 
 
-def _kmeans(x: np.ndarray, k: int, seed: int, n_init: int) -> KMeans:
+def _kmeans(x: np.ndarray, k: int, seed: int, n_init: int) -> Any:
     """k-means with k capped at the number of distinct rows (more clusters than points is meaningless)."""
+    from sklearn.cluster import KMeans  # imported here: scikit-learn costs ~1.5 s to import
+
     return KMeans(n_clusters=min(k, distinct_rows(x)), n_init=n_init, random_state=seed).fit(x)
 
 
@@ -98,6 +100,8 @@ def semantic_duplicates(x: np.ndarray, threshold: float = DEFAULT_THRESHOLD, exa
     if n <= exact_limit:
         return _exact_duplicates(x, threshold)
     clusters = max(2, round(math.sqrt(n)))
+    from sklearn.cluster import MiniBatchKMeans
+
     labels = MiniBatchKMeans(n_clusters=clusters, n_init=1, batch_size=4096, random_state=seed).fit_predict(x)
     found: list[tuple[int, int, float]] = []
     for members in np.split(np.argsort(labels, kind="stable"), np.cumsum(np.bincount(labels))[:-1]):
