@@ -62,7 +62,7 @@ def run(
     run_dir = out or Path("outputs") / recipe.name
     stats = RunStats()
     command = " ".join(["synthgen", *map(shlex.quote, sys.argv[1:])])
-    with _live_progress(stats):
+    with LiveProgress(stats):
         result = guarded(lambda: run_recipe(recipe, run_dir, fresh=fresh, limit=limit, stats=stats, command=command))
     _print_summary(stats)
     typer.echo(f"dataset: {result.run_dir.dataset_path}  ({result.records} records)")
@@ -202,7 +202,7 @@ def sim_server(
         raise typer.Exit(2) from None
 
 
-class _live_progress:
+class LiveProgress:
     """A progress bar fed from RunStats by a background thread while the run works in the foreground."""
 
     def __init__(self, stats: RunStats) -> None:
@@ -214,7 +214,7 @@ class _live_progress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> _live_progress:
+    def __enter__(self) -> LiveProgress:
         self.task = self.progress.add_task("requests", total=None, rates="")
         self.progress.start()
         self._thread.start()
