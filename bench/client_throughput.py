@@ -13,37 +13,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 
 from synthgen.aio import new_event_loop
 from synthgen.backends.base import ChatRequest
 from synthgen.backends.openai_compat import OpenAIBackend
+from synthgen.backends.sim_process import SimProcess
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def start_server(latency: float) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "synthgen", "sim-server", "--port", str(port), "--latency", str(latency)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/v1"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(base + "/models", timeout=1).read()
-            return server, base
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("sim server did not start")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -129,8 +108,8 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--compare-openai", action="store_true", help="also measure AsyncOpenAI (slow past 256)")
     args = parser.parse_args()
-    server, base = start_server(args.latency)
-    try:
+    with SimProcess("--latency", str(args.latency)) as server:
+        base = server.base_url
         print(f"sim server latency {args.latency * 1000:.0f} ms, separate process; client on uvloop")
         print(f"{'client':9} {'window':>6} {'requests':>8} {'req/s':>9} {'ideal':>8} {'ratio':>6} "
               f"{'cpu ms/req':>9} {'srv ms/req':>9} {'p50 +ms':>8} {'p99 +ms':>8}")
@@ -139,9 +118,6 @@ def main() -> None:
             measure("synthgen", synthgen_client, base, window, count, args.latency, server.pid)
             if args.compare_openai:
                 measure("openai", openai_client, base, window, count, args.latency, server.pid)
-    finally:
-        server.terminate()
-        server.wait()
 
 
 if __name__ == "__main__":

@@ -15,20 +15,21 @@ way, and count the bodies of run 2 the server had already seen in run 1 (re-sent
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import json
 import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from synthgen.backends.sim_process import SimProcess, get_json
 
 REPO = Path(__file__).resolve().parent.parent
 HELPERS = REPO / "bench" / "peers"
@@ -75,18 +76,6 @@ class Outcome:
     rows: int = 0
     note: str = ""
     extra: dict[str, object] = field(default_factory=dict)
-
-
-def http(url: str, method: str = "GET") -> object:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---------------------------------------------------------------------------------------------- venvs
@@ -175,7 +164,7 @@ def run_client(command: list[str], env: dict[str, str], cwd: Path, log: Path, ro
                 now = time.perf_counter()
                 if now - last_poll >= (0.05 if kill_at is not None else 0.25):
                     peak, last_poll = max(peak, tree_rss_kb(client.pid)), now
-                    count = http(root + "/sim/stats")["endpoints"].get(CHAT, 0)  # type: ignore[index]
+                    count = get_json(root + "/sim/stats")["endpoints"].get(CHAT, 0)  # type: ignore[index]
                     if count != received:
                         received, last_change = count, now
                     if (kill_at is not None and received >= kill_at) or now - last_change > stall:
@@ -251,9 +240,9 @@ def throughput(tool: str, pythons: dict[str, Path], work: Path, root: str, count
     state = Path(tempfile.mkdtemp(prefix=f"{tool}-state-", dir=work))  # fresh cache / run dir: nothing reused
     command, env = command_for(tool, pythons, work, root + "/v1", count, concurrency, state)
     log = work / f"{tool}-{concurrency}.log"
-    http(root + "/sim/reset", "POST")
+    get_json(root + "/sim/reset", "POST")
     code, outcome.wall, outcome.cpu, outcome.rss_mb = run_client(command, env, work, log, root)
-    stats = http(root + "/sim/stats")
+    stats = get_json(root + "/sim/stats")
     outcome.chat_requests = stats["endpoints"].get(CHAT, 0)  # type: ignore[index]
     outcome.completed = stats["completed"]  # type: ignore[index]
     if tool == "synthgen":
@@ -272,15 +261,15 @@ def resume(tool: str, pythons: dict[str, Path], work: Path, root: str, count: in
     state = Path(tempfile.mkdtemp(prefix=f"{tool}-resume-", dir=work))
     command, env = command_for(tool, pythons, work, root + "/v1", count, concurrency, state, resume=True)
     log = work / f"{tool}-resume.log"
-    http(root + "/sim/reset", "POST")
+    get_json(root + "/sim/reset", "POST")
     run_client(command, env, work, log, root, kill_at=count // 2)
     time.sleep(0.3)  # let the server notice the dropped connections
-    first = http(root + "/sim/stats")
-    first_bodies = set(http(root + "/sim/bodies"))  # type: ignore[arg-type]
-    http(root + "/sim/reset", "POST")
+    first = get_json(root + "/sim/stats")
+    first_bodies = set(get_json(root + "/sim/bodies"))  # type: ignore[arg-type]
+    get_json(root + "/sim/reset", "POST")
     code, wall, _, _ = run_client(command, env, work, log, root)
-    second = http(root + "/sim/stats")
-    second_bodies: list[str] = http(root + "/sim/bodies")  # type: ignore[assignment]
+    second = get_json(root + "/sim/stats")
+    second_bodies: list[str] = get_json(root + "/sim/bodies")  # type: ignore[assignment]
     seen = sum(1 for digest in second_bodies if digest in first_bodies)
     received1 = first["endpoints"].get(CHAT, 0)  # type: ignore[index]
     completed1 = first["completed"]  # type: ignore[index]
@@ -319,19 +308,12 @@ def main() -> None:
     tools = [tool for tool in args.tools if tool == "synthgen" or tool in pythons]
 
     work = Path(tempfile.mkdtemp(prefix="synthgen-peers-"))
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "synthgen", "sim-server", "--port", str(port), "--latency",
-                               str(args.latency), "--track-bodies"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    root = f"http://127.0.0.1:{port}"
+    if not args.keep:
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
     outcomes: list[Outcome] = []
     resumes: dict[str, dict[str, object]] = {}
-    try:
-        for _ in range(200):
-            try:
-                http(root + "/v1/models")
-                break
-            except OSError:
-                time.sleep(0.05)
+    with SimProcess("--latency", str(args.latency), "--track-bodies") as server:
+        root = server.root
         print(f"sim server {root} (own process), latency {args.latency * 1000:.0f} ms; {args.requests:,} requests "
               f"per tool; {os.cpu_count()} cores; work dir {work}", flush=True)
         header = (f"{'tool':10} {'conc':>5} {'wall s':>7} {'req/s':>7} {'cpu ms/req':>10} {'peak RSS MB':>11} "
@@ -362,11 +344,6 @@ def main() -> None:
                           + ("" if r["ok"] else f"  {r['note']}"), flush=True)
                 else:
                     print(f"{tool:10} FAILED: {r['note']}", flush=True)
-    finally:
-        server.terminate()
-        server.wait()
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
 
     print("\nsummary (req/s; synthgen / best peer at equal concurrency; target >= 1.5x)")
     for concurrency in args.concurrency:

@@ -17,18 +17,17 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import orjson
 
 from synthgen.backends.sim import FAULT_KINDS
+from synthgen.backends.sim_process import SimProcess, get_json
 from synthgen.pipeline import build_stages
 from synthgen.recipe import load_recipe
 from synthgen.runtime import Runtime
@@ -52,12 +51,6 @@ stages:
         properties: {{instruction: {{type: string}}, input: {{type: string}}}}
         required: [instruction, input]
 """
-
-
-def http(url: str, method: str = "GET") -> object:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
 
 
 def cached_keys(run_dir: Path) -> set[str]:
@@ -105,21 +98,9 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     work = Path(tempfile.mkdtemp(prefix="synthgen-soak-"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     faults = [f"--fault={kind}={args.fault_rate / len(FAULT_KINDS)}" for kind in FAULT_KINDS]
-    command = [sys.executable, "-m", "synthgen", "sim-server", "--port", str(port), "--latency", "0.01",
-               "--hang-seconds", "3", "--track-bodies", *faults]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    root = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                http(root + "/v1/models")
-                break
-            except OSError:
-                time.sleep(0.05)
+    with SimProcess("--latency", "0.01", "--hang-seconds", "3", "--track-bodies", *faults) as server:
+        root = server.root
         recipe_path = work / "soak.yaml"
         recipe_path.write_text(RECIPE.format(repo=REPO, url=root + "/v1", concurrency=args.concurrency, requests=args.requests))
         bodies = body_hashes(recipe_path)
@@ -147,8 +128,8 @@ def main() -> None:
                 time.sleep(0.25)
             if not killing and client.returncode != 0:
                 raise SystemExit(f"the final run failed with exit code {client.returncode}")
-            received = http(root + "/sim/bodies")
-            http(root + "/sim/reset", "POST")
+            received = get_json(root + "/sim/bodies")
+            get_json(root + "/sim/reset", "POST")
             finished_bodies = {bodies[key] for key in finished_before if key in bodies}
             resent += sum(1 for digest in received if digest in finished_bodies)  # type: ignore[union-attr]
             finished_before = cached_keys(run_dir)
@@ -166,9 +147,6 @@ def main() -> None:
         print(f"duplicated ids: {len(ids) - len(set(ids))}")
         print(f"re-sent finished requests: {resent}")
         print("client RSS (MB) at " + ", ".join(f"{label} of requests: {mb:.0f}" for label, mb in rss.items()))
-    finally:
-        server.terminate()
-        server.wait()
 
 
 if __name__ == "__main__":

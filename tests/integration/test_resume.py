@@ -5,52 +5,24 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from synthgen.backends.sim_process import SimProcess, get_json
 from tests.conftest import REPO, read_jsonl, synthgen
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _get(url: str, method: str = "GET") -> dict[str, object]:
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.loads(response.read())
 
 
 @pytest.fixture
 def sim_process() -> Iterator[str]:
     """A sim server in its own process (so killing the client leaves it running)."""
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "synthgen", "sim-server", "--port", str(port), "--latency", "0.02"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    root = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(200):
-            try:
-                _get(root + "/v1/models")
-                break
-            except OSError:
-                time.sleep(0.05)
-        yield root
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+    with SimProcess("--latency", "0.02") as server:
+        yield server.root
 
 
 def _cached(run_dir: Path) -> int:
@@ -84,10 +56,10 @@ def test_sigkill_then_resume_sends_only_unfinished_requests(tmp_path: Path, sim_
     assert 0 < finished_before_kill < total
     assert not (run_dir / "dataset.jsonl").exists()
 
-    _get(sim_process + "/sim/reset", method="POST")
+    get_json(sim_process + "/sim/reset", method="POST")
     resumed = synthgen("run", *args, "--out", str(run_dir))
     assert resumed.returncode == 0, resumed.stderr
-    assert _get(sim_process + "/sim/stats")["requests"] == total - finished_before_kill
+    assert get_json(sim_process + "/sim/stats")["requests"] == total - finished_before_kill
     assert (run_dir / "dataset.jsonl").read_bytes() == (tmp_path / "ref" / "dataset.jsonl").read_bytes()
     ids = [row["id"] for row in read_jsonl(run_dir / "dataset.jsonl")]
     assert len(ids) == len(set(ids)) > 0
