@@ -77,7 +77,8 @@ class RequestCache:
 
 
 class CachedBackend:
-    """Wraps a backend: answers from the cache when it can, stores every new completion as it arrives."""
+    """Wraps a backend: answers from the cache when it can, stores every new completion as it arrives, and
+    counts the tokens of fresh ones."""
 
     def __init__(self, backend: Backend, cache: RequestCache, stats: RunStats) -> None:
         self.backend, self.cache, self.stats = backend, cache, stats
@@ -90,6 +91,8 @@ class CachedBackend:
             return hit
         completion = await self.backend.complete(request)
         self.cache.put(request, completion)
+        self.stats.prompt_tokens += completion.prompt_tokens
+        self.stats.completion_tokens += completion.completion_tokens
         return completion
 
     async def aclose(self) -> None:

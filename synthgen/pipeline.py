@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 
 from synthgen.aio import LoopThread
-from synthgen.backends.factory import create_backend
+from synthgen.backends.factory import BackendContext, create_backend
 from synthgen.cache import CachedBackend, RequestCache
 from synthgen.errors import ConfigError
 from synthgen.hashing import content_hash
@@ -99,11 +99,11 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
         stack.callback(cache.close)
         loop = LoopThread()
         stack.callback(loop.close)
-        backend = create_backend(recipe.backend, stats, stack)
+        backend = create_backend(recipe.backend, BackendContext(stats, stack, run_dir.backend_dir))
         stack.callback(lambda: loop.run(backend.aclose()))
         runtime = Runtime(
             CachedBackend(backend, cache, stats), loop, recipe.backend.model, recipe.backend.kind,
-            max_pending=2 * recipe.backend.max_concurrency + 64,
+            max_pending=recipe.backend.max_pending(),
         )
         rejects = _RejectLog(stats)
         stages = build_stages(recipe, stats, limit=limit, runtime=runtime, reject_sink=rejects.sink,

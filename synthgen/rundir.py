@@ -2,6 +2,7 @@
 
     recipe.yaml       the recipe as run (secrets redacted)
     cache.sqlite      request cache (WAL)
+    backend/          the backend's own state, e.g. batches.jsonl (provider batch ids, to resume polling)
     checkpoints/      NN-stage.jsonl (+ .rejects.jsonl, .done) per finished stage
     dataset.jsonl     the records that came out of the last stage
     rejects.jsonl     every dropped record, with its stage and reason
@@ -35,6 +36,7 @@ class RunDir:
         self.path = Path(path)
         self.checkpoints = self.path / "checkpoints"
         self.cache_path = self.path / "cache.sqlite"
+        self.backend_dir = self.path / "backend"
         self.dataset_path = self.path / "dataset.jsonl"
         self.rejects_path = self.path / "rejects.jsonl"
         self.stats_path = self.path / "stats.json"

@@ -1,21 +1,46 @@
-"""Backend settings as the recipe states them, and the registry that turns them into a Backend."""
+"""Backend settings as the recipe states them, and the registry that turns them into a Backend.
+
+Backends are found through the `synthgen.backends` entry-point group: the built-in ones are declared in
+synthgen's own `pyproject.toml` exactly as a plugin package declares its own, e.g.
+
+    [project.entry-points."synthgen.backends"]
+    mybackend = "my_package.module:make_backend"   # a BackendFactory
+
+and a recipe then selects it with `backend: {kind: mybackend, options: {...}}`.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
 from contextlib import ExitStack
-from typing import Any
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field
 
 from synthgen.backends.base import Backend
-from synthgen.backends.openai_compat import OpenAIBackend
 from synthgen.config import StrictModel, validate
 from synthgen.errors import ConfigError
 from synthgen.stats import RunStats
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ENTRY_POINT_GROUP = "synthgen.backends"
+OptionsT = TypeVar("OptionsT", bound=StrictModel)
+
+
+class BatchConfig(StrictModel):
+    """Provider batch API settings (`mode: batch`): requests gathered into batch files, polled until done."""
+
+    max_requests: int = Field(default=50_000, ge=1, description="requests per batch (OpenAI allows 50,000)")
+    linger: float = Field(default=1.0, ge=0, description="seconds without a new request before a batch is sent")
+    poll_initial: float = Field(default=5.0, gt=0, description="first wait between status polls; doubles per poll")
+    poll_max: float = Field(default=300.0, gt=0)
+    max_resubmits: int = Field(default=3, ge=0, description="rounds that resend failed or expired items")
+    completion_window: str = "24h"
 
 
 class BackendConfig(StrictModel):
@@ -26,6 +51,7 @@ class BackendConfig(StrictModel):
     model: str = "sim-model"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    mode: Literal["online", "batch"] = "online"
     max_concurrency: int = Field(default=256, ge=1, le=100_000)
     timeout: float = Field(default=120.0, gt=0)
     max_attempts: int = Field(default=6, ge=1)
@@ -33,7 +59,9 @@ class BackendConfig(StrictModel):
     retry_max: float = Field(default=30.0, gt=0)
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
     sim: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict, description="settings of the chosen backend kind")
 
     def resolved_base_url(self) -> str:
         """Precedence: --base-url (already written into base_url by the CLI) > SYNTHGEN_BASE_URL > recipe > OpenAI."""
@@ -43,46 +71,73 @@ class BackendConfig(StrictModel):
         """The key from the environment, if any; read at the last moment and kept nowhere else."""
         return os.environ.get(self.api_key_env) or None
 
-
-BackendFactory = Callable[[BackendConfig, RunStats, ExitStack], Backend]
-BACKENDS: dict[str, BackendFactory] = {}
-
-
-def register_backend(kind: str) -> Callable[[BackendFactory], BackendFactory]:
-    """Register a factory for `backend.kind` (built-ins use this the same way a plugin would)."""
-
-    def decorate(factory: BackendFactory) -> BackendFactory:
-        BACKENDS[kind] = factory
-        return factory
-
-    return decorate
+    def max_pending(self) -> int:
+        """How many requests a generating stage keeps submitted ahead: the whole batch in batch mode."""
+        if self.mode == "batch":
+            return self.batch.max_requests
+        return 2 * self.max_concurrency + 64
 
 
-def create_backend(config: BackendConfig, stats: RunStats, stack: ExitStack) -> Backend:
-    """Build the backend `config.kind` names; resources it opens are closed by `stack`."""
-    try:
-        factory = BACKENDS[config.kind]
-    except KeyError:
-        raise ConfigError("backend", "kind", f"unknown backend '{config.kind}'; known: {sorted(BACKENDS)}") from None
-    return factory(config, stats, stack)
+@dataclass
+class BackendContext:
+    """What a backend factory gets besides the config: the run's stats, a stack that closes what the backend
+    opens, and a folder of the run directory for the backend's own state (e.g. batch ids)."""
+
+    stats: RunStats
+    stack: ExitStack
+    state_dir: Path
 
 
-def _http_backend(config: BackendConfig, base_url: str, api_key: str | None, stats: RunStats) -> OpenAIBackend:
-    return OpenAIBackend(
-        base_url, api_key, max_concurrency=config.max_concurrency, timeout=config.timeout,
-        max_attempts=config.max_attempts, retry_initial=config.retry_initial, retry_max=config.retry_max,
-        rpm=config.rpm, tpm=config.tpm, stats=stats,
-    )
+BackendFactory = Callable[[BackendConfig, BackendContext], Backend]
 
 
-@register_backend("openai")
-def _openai(config: BackendConfig, stats: RunStats, stack: ExitStack) -> Backend:
-    return _http_backend(config, config.resolved_base_url(), config.api_key(), stats)
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
-@register_backend("sim")
-def _sim(config: BackendConfig, stats: RunStats, stack: ExitStack) -> Backend:
+def known_backends() -> list[str]:
+    """The backend kinds installed (built-in and plugins)."""
+    return sorted(_entry_points())
+
+
+def create_backend(config: BackendConfig, context: BackendContext) -> Backend:
+    """Build the backend `config.kind` names; resources it opens are closed by `context.stack`."""
+    entry = _entry_points().get(config.kind)
+    if entry is None:
+        raise ConfigError("backend", "kind", f"unknown backend '{config.kind}'; installed: {known_backends()}")
+    factory: BackendFactory = entry.load()
+    return factory(config, context)
+
+
+def options(model: type[OptionsT], config: BackendConfig) -> OptionsT:
+    """`config.options` checked against a backend's own options model (errors name `backend.options.<field>`)."""
+    return validate(model, config.options, "backend", "options")
+
+
+def openai_backend(config: BackendConfig, context: BackendContext) -> Backend:
+    """Any OpenAI-compatible server, online or through its batch API."""
+    return _http_backend(config, config.resolved_base_url(), context)
+
+
+def sim_backend(config: BackendConfig, context: BackendContext) -> Backend:
+    """The simulated server, started for this run on a loopback port."""
     from synthgen.backends.sim import SimConfig, SimServer
 
-    server = stack.enter_context(SimServer(validate(SimConfig, config.sim, "backend", "sim")))
-    return _http_backend(config, server.base_url, config.api_key(), stats)
+    server = context.stack.enter_context(SimServer(validate(SimConfig, config.sim, "backend", "sim")))
+    return _http_backend(config, server.base_url, context)
+
+
+def _http_backend(config: BackendConfig, base_url: str, context: BackendContext) -> Backend:
+    if config.mode == "batch":
+        from synthgen.backends.batch_api import BatchBackend
+
+        return BatchBackend(base_url, config.api_key(), config.batch, context.state_dir, context.stats,
+                            timeout=config.timeout, max_attempts=config.max_attempts)
+    from synthgen.backends.openai_compat import OpenAIBackend
+
+    return OpenAIBackend(
+        base_url, config.api_key(), max_concurrency=config.max_concurrency, timeout=config.timeout,
+        max_attempts=config.max_attempts, retry_initial=config.retry_initial, retry_max=config.retry_max,
+        rpm=config.rpm, tpm=config.tpm, stats=context.stats,
+    )

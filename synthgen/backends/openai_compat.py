@@ -109,8 +109,6 @@ class OpenAIBackend:
             completion = self._parse(raw)
             self.window.on_success()
             self.stats.http_ok += 1
-            self.stats.prompt_tokens += completion.prompt_tokens
-            self.stats.completion_tokens += completion.completion_tokens
             return completion
         if status == 429:
             self.window.on_rate_limited()
@@ -136,17 +134,8 @@ class OpenAIBackend:
     @staticmethod
     def _parse(raw: bytes) -> Completion:
         try:
-            data = orjson.loads(raw)
-            choice = data["choices"][0]
-            text = choice["message"]["content"]
-            usage = data.get("usage") or {}
-            return Completion(
-                text=text if isinstance(text, str) else "",
-                finish_reason=choice.get("finish_reason") or "stop",
-                prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                completion_tokens=int(usage.get("completion_tokens") or 0),
-            )
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError):
+            return completion_from_body(orjson.loads(raw))
+        except orjson.JSONDecodeError:
             raise RetryableBackendError("malformed", f"unparseable response body: {raw[:80]!r}") from None
 
     def _error(self, status: int, headers: Any, raw: bytes, request: ChatRequest) -> Exception:
@@ -179,6 +168,22 @@ class OpenAIBackend:
     def _count_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         self.stats.retries[exc.cause if isinstance(exc, RetryableBackendError) else "other"] += 1
+
+
+def completion_from_body(data: Any) -> Completion:
+    """The Completion in a chat.completion JSON object; RetryableBackendError('malformed') if it has none."""
+    try:
+        choice = data["choices"][0]
+        text = choice["message"]["content"]
+        usage = data.get("usage") or {}
+        return Completion(
+            text=text if isinstance(text, str) else "",
+            finish_reason=choice.get("finish_reason") or "stop",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+        )
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        raise RetryableBackendError("malformed", f"no completion in response body: {str(data)[:80]}") from None
 
 
 def _error_message(raw: bytes) -> str:

@@ -96,4 +96,4 @@ def test_usage_and_structured_output() -> None:
     assert isinstance(result, Completion)
     value = json.loads(result.text)
     assert set(value) == {"answer", "score"} and 1 <= value["score"] <= 5
-    assert result.prompt_tokens > 0 and stats.prompt_tokens == result.prompt_tokens
+    assert result.prompt_tokens > 0 and result.completion_tokens > 0
