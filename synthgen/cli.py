@@ -176,6 +176,7 @@ def sim_server(
     duplicate_rate: Annotated[float, typer.Option(help="share of prompts whose samples collide")] = 0.1,
     hang_seconds: Annotated[float, typer.Option(help="how long a `hang` fault stalls")] = 30.0,
     track_bodies: Annotated[bool, typer.Option(help="keep a hash of every request body (GET /sim/bodies)")] = False,
+    batch_delay: Annotated[float, typer.Option(help="seconds from creating a batch (POST /v1/batches) to its results")] = 0.2,
 ) -> None:
     """Serve the simulated OpenAI-compatible API (for tests, benchmarks and trying recipes offline)."""
     from pydantic import ValidationError
@@ -191,7 +192,7 @@ def sim_server(
             raise typer.BadParameter(f"--fault {item!r}: write KIND=RATE, e.g. server_error=0.05") from None
     try:
         config = SimConfig(latency=latency, jitter=jitter, capacity=capacity, faults=faults, duplicate_rate=duplicate_rate,
-                           hang_seconds=hang_seconds, track_bodies=track_bodies)
+                           hang_seconds=hang_seconds, track_bodies=track_bodies, batch_delay=batch_delay)
     except ValidationError as exc:
         raise typer.BadParameter(str(exc.errors(include_url=False)[0]["msg"])) from None
     console.print(f"sim server on http://{host}:{port}/v1 (Ctrl-C stops it)", highlight=False)

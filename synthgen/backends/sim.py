@@ -3,7 +3,8 @@
 Why it looks the way it does:
 - an answer is a pure function of (model, messages or prompt, `seed`, schema), so reruns, caches and tests agree;
 - faults and jitter come from the server's own RNG (`SimConfig.seed`), so a retried request can succeed;
-- the request path is plain dicts and orjson (no pydantic), so a benchmark measures the client, not the sim.
+- the request path is plain dicts and orjson (no pydantic), so a benchmark measures the client, not the sim;
+- the Files and Batch APIs (`sim_batch`) answer each batch line as the online endpoint would answer its body.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import random
 import re
 import threading
 from collections import Counter
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from aiohttp import web
@@ -48,8 +49,11 @@ class SimConfig(BaseModel, extra="forbid"):
     api_key: str | None = None  # when set, requests need `Authorization: Bearer <api_key>`
     models: list[str] | None = None  # when set, other model names get 404
     max_context_tokens: int | None = Field(default=None, ge=1)  # prompt words + max_tokens above it get 400
-    seed: int = 0  # seeds faults and jitter, never the content
+    seed: int = 0  # seeds faults, jitter and batch item draws, never the content
     track_bodies: bool = False  # keep a sha256 of every completion request body, for GET /sim/bodies (soak tests)
+    batch_delay: float = Field(default=0.2, ge=0)  # seconds from creating a batch to its results (OpenAI: up to 24 h)
+    batch_failed_items: float = Field(default=0.0, ge=0, le=1)  # share of batch items answered with a 500 (error file)
+    batch_expired_items: float = Field(default=0.0, ge=0, le=1)  # share of batch items left undone; any makes it `expired`
 
     @field_validator("faults")
     @classmethod
@@ -68,10 +72,16 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
     return web.Response(status=status, body=orjson.dumps(data), content_type="application/json", headers=headers)
 
 
+def _error_body(message: str, kind: str = "invalid_request_error", code: str | None = None,
+                param: str | None = None) -> dict[str, Any]:
+    """An error payload in OpenAI's JSON shape."""
+    return {"error": {"message": message, "type": kind, "code": code, "param": param}}
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None,
-           headers: dict[str, str] | None = None) -> web.Response:
+           headers: dict[str, str] | None = None, param: str | None = None) -> web.Response:
     """An error response in OpenAI's JSON shape."""
-    return _json({"error": {"message": message, "type": kind, "code": code, "param": None}}, status, headers)
+    return _json(_error_body(message, kind, code, param), status, headers)
 
 
 def _message_text(message: Any) -> str:
@@ -88,6 +98,19 @@ def _schema(body: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(fmt, dict) or fmt.get("type") not in ("json_schema", "json_object"):
         return None
     return (fmt.get("json_schema") or {}).get("schema", {}) if fmt["type"] == "json_schema" else _JSON_OBJECT
+
+
+class _Query(NamedTuple):
+    """A completion request body that passed the checks."""
+
+    model: str
+    source: Any  # the messages (chat) or the prompt
+    prompt: str
+    prompt_tokens: int
+    max_tokens: int
+    seed: int
+    n: int
+    schema: dict[str, Any] | None
 
 
 class _Sim:
@@ -109,14 +132,16 @@ class _Sim:
         self.statuses: Counter[int] = Counter()
         self.faults: Counter[str] = Counter()
         self.bodies: list[str] = []
+        self.batches: Counter[str] = Counter()  # "created" and each final batch status
         self.max_in_flight = self.in_flight
 
     def snapshot(self) -> dict[str, Any]:
-        """The counters as JSON-ready data; `statuses` and `completed` cover completion requests."""
+        """The counters as JSON-ready data; `statuses` and `completed` cover online completion requests."""
         return {
             "requests": sum(self.endpoints.values()), "endpoints": dict(self.endpoints),
             "statuses": {str(status): n for status, n in self.statuses.items()}, "faults": dict(self.faults),
             "completed": self.statuses[200], "in_flight": self.in_flight, "max_in_flight": self.max_in_flight,
+            "batches": dict(self.batches),
         }
 
     def _unauthorized(self, request: web.Request) -> web.Response | None:
@@ -175,28 +200,47 @@ class _Sim:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return _error(400, "The request body is not valid JSON.")
-        if not isinstance(body, dict) or not isinstance(model := body.get("model"), str):
-            return _error(400, "The body must be a JSON object with a 'model' string.")
-        if self.config.models is not None and model not in self.config.models:
-            return _error(404, f"The model '{model}' does not exist.", code="model_not_found")
-        source: Any = body.get("messages") if chat else body.get("prompt")
-        if not (isinstance(source, list) and source if chat else isinstance(source, str)):
-            return _error(400, "'messages' must be a non-empty list." if chat else "'prompt' must be a string.")
-        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 0
-        seed, n = body.get("seed") or 0, body.get("n") or 1
-        if not all(type(v) is int for v in (max_tokens, seed, n)) or not 1 <= n <= 128:
-            return _error(400, "'max_tokens', 'seed' and 'n' must be integers (1 <= n <= 128).")
-        prompt: str = " ".join(map(_message_text, source)) if chat else source
-        prompt_tokens, limit = len(prompt.split()), self.config.max_context_tokens
-        if limit and prompt_tokens + max_tokens > limit:
-            return _error(400, f"This model's maximum context length is {limit} tokens; the request needs "
-                               f"{prompt_tokens} for the prompt + {max_tokens} for the completion.",
-                          code="context_length_exceeded")
-        schema = _schema(body)
-        fault = self._draw_fault(schema is not None)
+        query = self._check(body, chat)
+        if not isinstance(query, _Query):
+            return _json(query[1], query[0])
+        fault = self._draw_fault(query.schema is not None)
         async with self.slots:
             if failure := await self._wait(request, fault):
                 return failure
+        payload = orjson.dumps(self._completion(query, chat, fault))
+        if fault == "malformed":
+            payload = payload[: len(payload) // 2]
+        return web.Response(body=payload, content_type="application/json")
+
+    def answer(self, body: Any, chat: bool, fault: str | None = None) -> tuple[int, dict[str, Any]]:
+        """The status and JSON payload (a completion or an `{"error": ...}`) the endpoint gives a parsed body, sans latency."""
+        query = self._check(body, chat)
+        return (200, self._completion(query, chat, fault)) if isinstance(query, _Query) else query
+
+    def _check(self, body: Any, chat: bool) -> _Query | tuple[int, dict[str, Any]]:
+        """The request in `body`, or the status and error payload OpenAI would answer it with."""
+        if not isinstance(body, dict) or not isinstance(model := body.get("model"), str):
+            return 400, _error_body("The body must be a JSON object with a 'model' string.")
+        if self.config.models is not None and model not in self.config.models:
+            return 404, _error_body(f"The model '{model}' does not exist.", code="model_not_found")
+        source: Any = body.get("messages") if chat else body.get("prompt")
+        if not (isinstance(source, list) and source if chat else isinstance(source, str)):
+            return 400, _error_body("'messages' must be a non-empty list." if chat else "'prompt' must be a string.")
+        max_tokens = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+        seed, n = body.get("seed") or 0, body.get("n") or 1
+        if not all(type(v) is int for v in (max_tokens, seed, n)) or not 1 <= n <= 128:
+            return 400, _error_body("'max_tokens', 'seed' and 'n' must be integers (1 <= n <= 128).")
+        prompt: str = " ".join(map(_message_text, source)) if chat else source
+        prompt_tokens, limit = len(prompt.split()), self.config.max_context_tokens
+        if limit and prompt_tokens + max_tokens > limit:
+            return 400, _error_body(f"This model's maximum context length is {limit} tokens; the request needs "
+                                    f"{prompt_tokens} for the prompt + {max_tokens} for the completion.",
+                                    code="context_length_exceeded")
+        return _Query(model, source, prompt, prompt_tokens, max_tokens, seed, n, _schema(body))
+
+    def _completion(self, query: _Query, chat: bool, fault: str | None) -> dict[str, Any]:
+        """The completion object answering `query` (a `truncated` or `invalid_json` fault spoils its text)."""
+        model, source, prompt, prompt_tokens, max_tokens, seed, n, schema = query
         key = stable_int(model, source, schema)
         words = tuple(dict.fromkeys(w.lower() for w in _TOKEN.findall(prompt)))[:40]
         choices, completion_tokens = [], 0
@@ -210,15 +254,12 @@ class _Sim:
             completion_tokens += len(text.split())
             answer = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
             choices.append({"index": i, **answer, "finish_reason": finish, "logprobs": None})
-        payload = orjson.dumps({
+        return {
             "id": f"{'chatcmpl' if chat else 'cmpl'}-sim-{key:x}-{seed}",
             "object": "chat.completion" if chat else "text_completion", "created": 0, "model": model,
             "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                                           "total_tokens": prompt_tokens + completion_tokens},
-        })
-        if fault == "malformed":
-            payload = payload[: len(payload) // 2]
-        return web.Response(body=payload, content_type="application/json")
+        }
 
     def _draw_fault(self, has_schema: bool) -> str | None:
         if not self.fault_edges:
@@ -273,6 +314,9 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_get("/sim/stats", sim.stats)
     app.router.add_get("/sim/bodies", sim.bodies_route)
     app.router.add_post("/sim/reset", sim.reset_route)
+    from synthgen.backends.sim_batch import add_batch_routes  # here, as sim_batch imports this module
+
+    add_batch_routes(app, sim)
     return app
 
 
