@@ -40,7 +40,7 @@ def guarded(action: Callable[[], T]) -> T:
 @app.command()
 def run(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
-    backend: Annotated[str | None, typer.Option(help="backend kind: openai (any OpenAI-compatible server) or sim")] = None,
+    backend: Annotated[str | None, typer.Option(help="backend kind: openai (any OpenAI-compatible server), sim, vllm, transformers, or a plugin's")] = None,
     model: Annotated[str | None, typer.Option(help="model name sent to the backend")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="requests in flight")] = None,
