@@ -7,7 +7,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -40,7 +40,7 @@ def guarded(action: Callable[[], T]) -> T:
 @app.command()
 def run(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
-    backend: Annotated[str | None, typer.Option(help="backend kind: openai (any OpenAI-compatible server), sim, vllm, transformers, or a plugin's")] = None,
+    backend: Annotated[str | None, typer.Option(help="backend kind: openai, sim, vllm, transformers, or a plugin's")] = None,
     model: Annotated[str | None, typer.Option(help="model name sent to the backend")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="requests in flight")] = None,
@@ -48,9 +48,16 @@ def run(
     out: Annotated[Path | None, typer.Option(help="run directory (default outputs/<recipe name>)")] = None,
     fresh: Annotated[bool, typer.Option(help="discard the run directory's earlier results and cache")] = False,
     dry_run: Annotated[bool, typer.Option(help="print the estimate (requests, tokens) and stop")] = False,
+    engine: Annotated[str, typer.Option(help="local (this process) or ray (a local Ray, or the cluster at --address)")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. auto or ray://head:10001")] = None,
+    workers: Annotated[int, typer.Option(help="Ray actors per row-wise stage")] = 2,
+    block_size: Annotated[int, typer.Option(help="records per Ray task")] = 512,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray actor (1 for an in-process model per GPU)")] = 0.0,
 ) -> None:
     """Run a recipe; re-running the same command resumes where an earlier run stopped."""
-    from synthgen.pipeline import run_recipe
+    from contextlib import nullcontext
+
+    from synthgen.pipeline import run_locally, run_recipe
     from synthgen.recipe import load_recipe
 
     recipe = guarded(lambda: load_recipe(recipe_path)).with_backend(
@@ -62,8 +69,18 @@ def run(
     run_dir = out or Path("outputs") / recipe.name
     stats = RunStats()
     command = " ".join(["synthgen", *map(shlex.quote, sys.argv[1:])])
-    with LiveProgress(stats):
-        result = guarded(lambda: run_recipe(recipe, run_dir, fresh=fresh, limit=limit, stats=stats, command=command))
+    if engine not in ("local", "ray"):
+        console.print(f"[bold red]error:[/] --engine must be local or ray, not {escape(engine)!r}")
+        raise typer.Exit(2)
+    engine_context: Any = nullcontext(run_locally)
+    if engine == "ray":
+        from synthgen.engine.ray_engine import RayExecutor, RayOptions
+
+        options = RayOptions(address, max(1, workers), max(1, block_size), gpus_per_worker=gpus_per_worker)
+        engine_context = RayExecutor(recipe, run_dir, limit, options)
+    with LiveProgress(stats), engine_context as executor:
+        result = guarded(lambda: run_recipe(recipe, run_dir, fresh=fresh, limit=limit, stats=stats, command=command,
+                                            executor=executor))
     _print_summary(stats)
     typer.echo(f"dataset: {result.run_dir.dataset_path}  ({result.records} records)")
     typer.echo(f"rejects: {result.run_dir.rejects_path}  ({sum(stats.rejects.values())} records)")

@@ -26,6 +26,8 @@ from synthgen.stages.generate import Generate, GenerateParams
 from synthgen.stages.source import Source
 from synthgen.stats import RunStats, StageCounts
 
+StageExecutor = Callable[[Stage, Iterable[Record], str], Iterable[Record]]  # (stage, its input, its fingerprint)
+
 
 @dataclass
 class RunResult:
@@ -53,40 +55,72 @@ def build_stages(
     workdir: Path | None = None,
 ) -> list[Stage]:
     """Instantiate the recipe's stages (templates, taxonomies and schemas are checked here, before any request)."""
-    stages: list[Stage] = []
-    for index, spec in enumerate(recipe.stage_specs):
-        params, field = spec.params, f"stages[{index}].{spec.name}"
-        count = params.count if isinstance(params, GenerateParams) else None
-        if STAGES[spec.name].is_source:
-            if index > 0 or recipe.source is not None:
-                message = f"'{spec.name}' makes records from nothing: it must be the first stage of a recipe without `source`"
-                raise ConfigError(str(recipe.path), field, message)
-            if limit is not None:
-                params = params.model_copy(update={"count": min(params.count, limit)})  # type: ignore[attr-defined]
-        elif index == 0 and recipe.source is None:
-            if count is None:
-                message = "with no `source`, the first stage must be a generate stage with `count`"
-                raise ConfigError(str(recipe.path), field, message)
-            if limit is not None:
-                params = params.model_copy(update={"count": min(count, limit)})
-        elif count is not None:
-            raise ConfigError(
-                str(recipe.path), f"{field}.count", "`count` applies only to the first stage of a recipe without a `source`"
-            )
-        label = f"{index:02d}-{spec.name}"
-        ctx = StageContext(
-            label=label, index=index, seed=recipe.seed, recipe_path=recipe.path,
-            prompts_dir=recipe.resolve(recipe.prompts_dir), resolve=recipe.resolve, stats=stats,
-            reject=reject_sink(label) if reject_sink else discard_rejects, runtime=runtime, workdir=workdir,
+    return [build_stage(recipe, index, stats, limit=limit, runtime=runtime, reject_sink=reject_sink, workdir=workdir)
+            for index in range(len(recipe.stage_specs))]
+
+
+def build_stage(
+    recipe: Recipe,
+    index: int,
+    stats: RunStats,
+    *,
+    limit: int | None = None,
+    runtime: Runtime | None = None,
+    reject_sink: Callable[[str], RejectSink] | None = None,
+    workdir: Path | None = None,
+) -> Stage:
+    """Instantiate stage `index` of the recipe (what a worker of a distributed engine builds for itself)."""
+    spec = recipe.stage_specs[index]
+    params, field = spec.params, f"stages[{index}].{spec.name}"
+    count = params.count if isinstance(params, GenerateParams) else None
+    if STAGES[spec.name].is_source:
+        if index > 0 or recipe.source is not None:
+            message = f"'{spec.name}' makes records from nothing: it must be the first stage of a recipe without `source`"
+            raise ConfigError(str(recipe.path), field, message)
+        if limit is not None:
+            params = params.model_copy(update={"count": min(params.count, limit)})  # type: ignore[attr-defined]
+    elif index == 0 and recipe.source is None:
+        if count is None:
+            message = "with no `source`, the first stage must be a generate stage with `count`"
+            raise ConfigError(str(recipe.path), field, message)
+        if limit is not None:
+            params = params.model_copy(update={"count": min(count, limit)})
+    elif count is not None:
+        raise ConfigError(
+            str(recipe.path), f"{field}.count", "`count` applies only to the first stage of a recipe without a `source`"
         )
-        stages.append(STAGES[spec.name](params, ctx))
-    return stages
+    label = f"{index:02d}-{spec.name}"
+    ctx = StageContext(
+        label=label, index=index, seed=recipe.seed, recipe_path=recipe.path,
+        prompts_dir=recipe.resolve(recipe.prompts_dir), resolve=recipe.resolve, stats=stats,
+        reject=reject_sink(label) if reject_sink else discard_rejects, runtime=runtime, workdir=workdir,
+    )
+    return STAGES[spec.name](params, ctx)
+
+
+def open_runtime(recipe: Recipe, run_dir: RunDir, stats: RunStats, stack: ExitStack) -> Runtime:
+    """The recipe's backend behind the run directory's request cache, on its own event loop; `stack` closes them."""
+    cache = RequestCache(run_dir.cache_path)
+    stack.callback(cache.close)
+    loop = LoopThread()
+    stack.callback(loop.close)
+    backend = create_backend(recipe.backend, BackendContext(stats, stack, run_dir.backend_dir))
+    stack.callback(lambda: loop.run(backend.aclose()))
+    return Runtime(CachedBackend(backend, cache, stats), loop, recipe.backend.model, recipe.backend.kind,
+                   max_pending=recipe.backend.max_pending())
+
+
+def run_locally(stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterable[Record]:
+    """The local engine: the stage runs in this process over the stream."""
+    return stage.run(records)
 
 
 def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: int | None = None,
-               stats: RunStats | None = None, command: str | None = None) -> RunResult:
+               stats: RunStats | None = None, command: str | None = None,
+               executor: StageExecutor = run_locally) -> RunResult:
     """Run `recipe` into the run directory `out`, resuming whatever an earlier run there finished;
-    `command` (the command line that started it) is recorded in the frozen recipe for the dataset card."""
+    `command` (the command line that started it) is recorded in the frozen recipe for the dataset card, and
+    `executor` runs each stage over its input (here, or on an engine such as Ray)."""
     stats = stats or RunStats()
     run_dir = RunDir(out).open(fresh)
     with run_dir, ExitStack() as stack:
@@ -95,16 +129,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
                             for spec in recipe.stage_specs]  # every parameter spelled out, defaults included
         run_dir.write_recipe({**frozen, "run": {"limit": limit, "command": command}})
         source = open_source(recipe)
-        cache = RequestCache(run_dir.cache_path)
-        stack.callback(cache.close)
-        loop = LoopThread()
-        stack.callback(loop.close)
-        backend = create_backend(recipe.backend, BackendContext(stats, stack, run_dir.backend_dir))
-        stack.callback(lambda: loop.run(backend.aclose()))
-        runtime = Runtime(
-            CachedBackend(backend, cache, stats), loop, recipe.backend.model, recipe.backend.kind,
-            max_pending=recipe.backend.max_pending(),
-        )
+        runtime = open_runtime(recipe, run_dir, stats, stack)
         rejects = _RejectLog(stats)
         stages = build_stages(recipe, stats, limit=limit, runtime=runtime, reject_sink=rejects.sink,
                               workdir=run_dir.checkpoints)
@@ -115,7 +140,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
         stream: Iterable[Record] = _read_checkpoint(run_dir, stages[start - 1]) if start else limited(source, limit)
         wrappers: list[Generator[Record, None, None]] = []
         for stage, fingerprint in zip(stages[start:], fingerprints[start:], strict=True):
-            wrappers.append(_checkpointed(stage, stream, run_dir, fingerprint, rejects))
+            wrappers.append(_checkpointed(stage, stream, run_dir, fingerprint, rejects, executor))
             stream = wrappers[-1]
         dataset = JsonlWriter(run_dir.dataset_path)
         written = 0
@@ -181,7 +206,7 @@ def _checkpoint_paths(run_dir: RunDir, stage: Stage) -> tuple[Path, Path, Path]:
 
 
 def _checkpointed(stage: Stage, records: Iterable[Record], run_dir: RunDir, fingerprint: str,
-                  rejects: _RejectLog) -> Generator[Record, None, None]:
+                  rejects: _RejectLog, executor: StageExecutor) -> Generator[Record, None, None]:
     """Run `stage`, counting and checkpointing what it yields; the checkpoint appears only when it finishes."""
     counts = stage.ctx.stats.stage(stage.ctx.label)
     output_path, rejects_path, done_path = _checkpoint_paths(run_dir, stage)
@@ -193,7 +218,7 @@ def _checkpointed(stage: Stage, records: Iterable[Record], run_dir: RunDir, fing
             yield record
 
     try:
-        for record in stage.run(counted(records)):
+        for record in executor(stage, counted(records), fingerprint):
             counts.records_out += 1
             output.write(record)
             yield record

@@ -47,6 +47,7 @@ class Stage(ABC):
     Params: ClassVar[type[StageParams]] = StageParams
     predictable: ClassVar[bool] = True  # False: its requests or output count depend on model outputs (loops, fan-outs)
     is_source: ClassVar[bool] = False  # True: makes its records from its parameters alone (a first stage, no input)
+    row_wise: ClassVar[bool] = False  # True: a record's output depends on that record alone (runs on any split of the input)
 
     def __init__(self, params: StageParams, ctx: StageContext) -> None:
         self.params = params
@@ -61,6 +62,7 @@ class Filter(Stage):
     """A stage that keeps or drops each record; drops go to rejects with a named reason."""
 
     reason: ClassVar[str]
+    row_wise = True
 
     @abstractmethod
     def keep(self, record: Record) -> bool | str:

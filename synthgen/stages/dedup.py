@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Literal
@@ -47,6 +47,11 @@ def reject_duplicate(ctx: StageContext, record: Record, reason: str, match: Matc
     ctx.reject(record, reason, f"{what} {match.key} ({measure} {match.similarity:.3f})")
 
 
+def text_digest(record: Record, names: Sequence[str]) -> bytes:
+    """What exact dedup compares: a 16-byte BLAKE2b digest of the normalised text of `names`."""
+    return hashlib.blake2b(normalize(field_text(record.fields, names)).encode(), digest_size=16).digest()
+
+
 class ExactDedupParams(StageParams):
     """Which fields, joined, make the text compared."""
 
@@ -64,9 +69,7 @@ class ExactDedup(Stage):
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         seen: dict[bytes, str] = {}
         for record in records:
-            text = normalize(field_text(record.fields, self.params.fields))
-            digest = hashlib.blake2b(text.encode(), digest_size=16).digest()
-            first = seen.setdefault(digest, record.id)
+            first = seen.setdefault(text_digest(record, self.params.fields), record.id)
             if first == record.id:
                 yield record
             else:
@@ -101,6 +104,15 @@ class MinHashDedupParams(StageParams):
         """The preset, with `unit` / `ngram` overriding it."""
         unit, n = PRESETS[self.preset]
         return Shingling(self.unit or unit, self.ngram or n)
+
+
+def keep_priority(params: MinHashDedupParams, record: Record) -> float:
+    """The rank of `record` under `keep: longest` (text length) or `keep: score` (the score; -inf if missing)."""
+    if params.keep == "longest":
+        return float(len(field_text(record.fields, params.fields)))
+    name = params.score or ""
+    value = record.meta.get("scores", {}).get(name, record.fields.get(name))
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
 @register
@@ -145,7 +157,7 @@ class MinHashDedup(Stage):
             for batch, sketches in self._sketched(records):
                 for i, record in enumerate(batch):
                     spill.write(record.to_json() + b"\n")
-                    ranked.append((-self._priority(record), len(ranked), record.id, sketches, i))
+                    ranked.append((-keep_priority(self.params, record), len(ranked), record.id, sketches, i))
             ranked.sort(key=lambda entry: entry[:2])
             verdicts = {position: self._verdict(key, sketches, i) for _, position, key, sketches, i in ranked}
             del ranked
@@ -176,13 +188,6 @@ class MinHashDedup(Stage):
         while batch := list(islice(iterator, self.params.batch_size)):
             texts = [field_text(r.fields, self.params.fields) for r in batch]
             yield batch, self.hasher.sketch(texts)
-
-    def _priority(self, record: Record) -> float:
-        if self.params.keep == "longest":
-            return float(len(field_text(record.fields, self.params.fields)))
-        name = self.params.score or ""
-        value = record.meta.get("scores", {}).get(name, record.fields.get(name))
-        return float(value) if isinstance(value, (int, float)) else float("-inf")
 
     def _new_index(self, threshold: float) -> NearDuplicateIndex:
         return NearDuplicateIndex(threshold, self.params.num_perm, self.params.seed, self.params.verify)

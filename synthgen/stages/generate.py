@@ -103,11 +103,13 @@ class Generate(Stage):
     """Turns each input record (or each of `count` draws) into `n` completions."""
 
     name = "generate"
+    row_wise = True
     Params = GenerateParams
     params: GenerateParams
 
     def __init__(self, params: GenerateParams, ctx: StageContext) -> None:  # type: ignore[override]
         super().__init__(params, ctx)
+        self.draws = range(params.count or 0)  # with `count`: the draws to make (an engine may give a worker a slice)
         source = str(ctx.recipe_path)
         field = f"stages[{ctx.index}].generate"
         self.prompts = PromptLibrary(ctx.prompts_dir)
@@ -148,7 +150,7 @@ class Generate(Stage):
         """Every request this stage will make for `records`, rendered; needs no backend."""
         if self.params.count is not None:
             inputs: Iterable[tuple[Record | None, str]] = (
-                (None, make_record_id("draw", self.ctx.label, i)) for i in range(self.params.count)
+                (None, make_record_id("draw", self.ctx.label, i)) for i in self.draws
             )
         else:
             inputs = ((record, record.id) for record in records)

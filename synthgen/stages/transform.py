@@ -24,6 +24,7 @@ class Explode(Stage):
 
     name = "explode"
     predictable = False
+    row_wise = True
     Params = ExplodeParams
     params: ExplodeParams
 
@@ -51,6 +52,7 @@ class SelectFields(Stage):
     """Keeps and renames fields, e.g. {anchor: user_query, positive: positive_document}."""
 
     name = "select_fields"
+    row_wise = True
     Params = SelectParams
     params: SelectParams
 

@@ -1,0 +1,1 @@
+"""Execution engines other than the local streaming one."""

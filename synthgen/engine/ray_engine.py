@@ -1,0 +1,265 @@
+"""The Ray Data engine (`synthgen run --engine ray`): the same recipe on a laptop's local Ray or on a cluster.
+
+The local pipeline stays the driver: it resumes from stage checkpoints, counts, and writes rejects and the
+dataset exactly as without Ray. What changes is where a stage runs:
+- row-wise stages (generate, filters, explode, select_fields) run on a pool of Ray actors, one block of
+  records (or of draws) per task. Each actor builds the stage with its own backend over the run's request
+  cache, and each finished block is checkpointed in `checkpoints/<stage>.blocks/`, so a killed job resumes
+  block by block, and within a block request by request (Ray Data has no resume of its own);
+- exact and MinHash dedup run distributed (`ray_dedup`: groupby on digests and LSH bands across the whole
+  dataset), deciding as the local stages do;
+- every other stage (embedding selection, loops such as Self-Instruct, export) runs on the driver.
+Blocks keep their input order (`preserve_order`), so the output is the local engine's, record for record.
+Workers read and write the run directory: on a cluster it must sit on a filesystem every node mounts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+from synthgen.hashing import content_hash
+from synthgen.recipe import Recipe
+from synthgen.record import Record
+from synthgen.rundir import JsonlWriter, RunDir, write_atomic
+from synthgen.stages.base import Stage
+from synthgen.stages.dedup import ExactDedup, MinHashDedup, reject_duplicate
+from synthgen.stages.generate import Generate
+from synthgen.stats import RunStats
+
+REQUEST_COUNTERS = ("planned_requests", "finished_requests", "cache_hits", "http_requests", "http_ok",
+                    "prompt_tokens", "completion_tokens")
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide to run: `address` None starts a local Ray with `num_cpus`."""
+
+    address: str | None = None
+    workers: int = 2  # actors per row-wise stage (each with the backend's full window of requests)
+    block_size: int = 512  # records or draws per task
+    num_cpus: int | None = None
+    gpus_per_worker: float = 0.0  # e.g. 1 for `kind: vllm` or `transformers` on GPU nodes: one engine per GPU
+
+
+class RayExecutor:
+    """Runs the recipe's stages on Ray (see the module docstring); a context manager that starts and stops Ray."""
+
+    def __init__(self, recipe: Recipe, out: str | Path, limit: int | None, options: RayOptions) -> None:
+        self.recipe, self.run_path, self.limit, self.options = recipe, Path(out), limit, options
+        self._started_ray = False
+
+    def __enter__(self) -> RayExecutor:
+        import ray
+
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+            ray.init(address=self.options.address, num_cpus=self.options.num_cpus, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+            self._started_ray = True
+        context = ray.data.DataContext.get_current()
+        context.execution_options.preserve_order = True
+        # task-based sort shuffle for the dedup groupbys: no aggregator actors to start for each one, which
+        # cost seconds per groupby (the hash shuffle pays off only far above synthgen's block counts)
+        context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+        context.enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset execution notes; synthgen shows progress
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        import ray
+
+        if self._started_ray:
+            ray.shutdown()
+
+    def __call__(self, stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterable[Record]:
+        if stage.row_wise:
+            return self._in_blocks(stage, records, fingerprint)
+        if isinstance(stage, ExactDedup | MinHashDedup):
+            return self._dedup(stage, records)
+        return stage.run(records)
+
+    def _in_blocks(self, stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterator[Record]:
+        """The stage on the actor pool, block by block; outputs and rejects come back in input order."""
+        import ray
+
+        folder = stage.ctx.workdir / f"{stage.ctx.label}.blocks" if stage.ctx.workdir else None
+        assert folder is not None, "the Ray engine needs a run directory"
+        folder.mkdir(exist_ok=True)
+        if isinstance(stage, Generate) and stage.params.count is not None:
+            for _ in records:  # a first stage: its input stream is empty
+                pass
+            spans = _spans(len(stage.draws), self.options.block_size)
+            tasks = [{"block": k, "draws": span} for k, span in enumerate(spans)]
+        else:
+            tasks = [{"block": k, "bytes": span} for k, span in enumerate(self._spill(records, folder / "input.jsonl"))]
+        for task in tasks:
+            task["fingerprint"] = content_hash([fingerprint, task])
+        if tasks:
+            for done in self._map(ray.data.from_items(tasks, override_num_blocks=len(tasks)), stage, folder).iter_rows():
+                _add_requests(stage.ctx.stats, orjson.loads(done["stats"]))
+                yield from _read_records(folder / f"{done['block']:06d}.jsonl")
+                for line in _lines(folder / f"{done['block']:06d}.rejects.jsonl"):
+                    item = orjson.loads(line)
+                    stage.ctx.reject(Record(item["id"], item["fields"], item["meta"]), item["reason"], item["detail"])
+        shutil.rmtree(folder)
+
+    def _map(self, tasks: Any, stage: Stage, folder: Path) -> Any:
+        """Blocks of a generating stage go to a pool of actors, each with its backend kept warm across blocks;
+        blocks of a stage without requests (a filter, a transform) are plain tasks."""
+        import ray
+
+        setup = {"recipe": self.recipe, "run_path": str(self.run_path), "index": stage.ctx.index, "limit": self.limit,
+                 "folder": str(folder)}
+        if not isinstance(stage, Generate):
+            return tasks.map(run_block, fn_kwargs=setup)
+        size = min(self.options.workers, tasks.count())
+        return tasks.map(BlockWorker, fn_constructor_kwargs={**setup, "with_backend": True},  # type: ignore[arg-type]
+                         compute=ray.data.ActorPoolStrategy(size=size), num_gpus=self.options.gpus_per_worker)
+
+    def _dedup(self, stage: ExactDedup | MinHashDedup, records: Iterable[Record]) -> Iterator[Record]:
+        """Duplicates found across the whole dataset on Ray; the input then streams through in order."""
+        import ray
+
+        from synthgen.engine.ray_dedup import exact_duplicates, minhash_duplicates
+
+        assert stage.ctx.workdir is not None
+        path = stage.ctx.workdir / f"{stage.ctx.label}.input.jsonl"
+        spans = self._spill(records, path)
+        blocks = [{"path": str(path), "bytes": span, "first": k * self.options.block_size} for k, span in enumerate(spans)]
+        rows = ray.data.from_items(blocks,
+                                   override_num_blocks=max(1, len(spans))).flat_map(_record_rows)
+        partitions = max(1, min(len(spans), 4 * int(ray.cluster_resources().get("CPU", 1))))  # groupby shuffle width
+        if isinstance(stage, ExactDedup):
+            dropped = {key: ("exact_duplicate", match) for key, match in exact_duplicates(rows, stage.params, partitions).items()}
+        else:
+            found = minhash_duplicates(rows, stage.params, stage.ctx, partitions)
+            dropped = found.dropped
+            stage.ctx.stats.metrics.setdefault(stage.ctx.label, {})["clusters"] = len(set(found.clusters.values()))
+        for record in _read_records(path):
+            if record.id in dropped:
+                reject_duplicate(stage.ctx, record, *dropped[record.id])
+            else:
+                yield record
+        path.unlink()
+
+    def _spill(self, records: Iterable[Record], path: Path) -> list[tuple[int, int]]:
+        """Write `records` to `path` as JSONL; the byte spans of its blocks of `block_size` records."""
+        spans, start, count = [], 0, 0
+        with path.open("wb") as handle:
+            for record in records:
+                handle.write(record.to_json() + b"\n")
+                count += 1
+                if count == self.options.block_size:
+                    spans.append((start, handle.tell()))
+                    start, count = handle.tell(), 0
+            if count:
+                spans.append((start, handle.tell()))
+        return spans
+
+
+class BlockWorker:
+    """One row-wise stage, run over one block per call; as a Ray actor it keeps its backend (over the run's
+    request cache) for every block it is given."""
+
+    def __init__(self, recipe: Recipe, run_path: str, index: int, limit: int | None, folder: str,
+                 with_backend: bool = False) -> None:
+        from synthgen.pipeline import build_stage, open_runtime
+
+        self.stats, self.stack, self.folder = RunStats(), ExitStack(), Path(folder)
+        runtime = open_runtime(recipe, RunDir(run_path), self.stats, self.stack) if with_backend else None
+        self.rejects: list[bytes] = []
+        self.stage = build_stage(recipe, index, self.stats, limit=limit, runtime=runtime,
+                                 reject_sink=lambda label: self._reject, workdir=Path(run_path) / "checkpoints")
+
+    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
+        """Run one block (unless an earlier run finished it) and report its request counters."""
+        block = int(task["block"])
+        base = self.folder / f"{block:06d}"
+        done = base.with_suffix(".done")
+        if done.exists() and orjson.loads(done.read_bytes()) == task["fingerprint"]:
+            return {"block": block, "stats": orjson.dumps({})}
+        before = _request_counts(self.stats)
+        if task.get("draws") is not None:
+            assert isinstance(self.stage, Generate)
+            self.stage.draws = range(*task["draws"])
+            inputs: Iterable[Record] = ()
+        else:
+            inputs = _slice(self.folder / "input.jsonl", *task["bytes"])
+        output = JsonlWriter(base.with_suffix(".jsonl"))
+        self.rejects.clear()
+        try:
+            for record in self.stage.run(inputs):
+                output.write(record)
+        except BaseException:
+            output.discard()
+            raise
+        output.commit()
+        write_atomic(base.with_suffix(".rejects.jsonl"), b"".join(line + b"\n" for line in self.rejects))
+        write_atomic(done, orjson.dumps(task["fingerprint"]))
+        after = _request_counts(self.stats)
+        return {"block": block, "stats": orjson.dumps({k: after[k] - before.get(k, 0) for k in after})}
+
+    def _reject(self, record: Record, reason: str, detail: str | None) -> None:
+        self.rejects.append(orjson.dumps({"id": record.id, "fields": record.fields, "meta": record.meta,
+                                          "reason": reason, "detail": detail}))
+
+
+def run_block(task: dict[str, Any], **setup: Any) -> dict[str, Any]:
+    """A block of a stage that makes no requests, as a plain Ray task."""
+    return BlockWorker(**setup)(task)
+
+
+def _spans(total: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
+
+
+def _slice(path: Path, start: int, end: int) -> Iterator[Record]:
+    with path.open("rb") as handle:
+        handle.seek(start)
+        for line in handle.read(end - start).splitlines():
+            yield Record.from_json(line)
+
+
+def _record_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
+    """The dedup rows of one block: input position, id and the record's JSON."""
+    start, end = task["bytes"]
+    with open(task["path"], "rb") as handle:
+        handle.seek(start)
+        lines = handle.read(end - start).splitlines()
+    return [{"order": task["first"] + i, "id": Record.from_json(line).id, "record": line} for i, line in enumerate(lines)]
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield line
+
+
+def _read_records(path: Path) -> Iterator[Record]:
+    for line in _lines(path):
+        yield Record.from_json(line)
+
+
+def _request_counts(stats: RunStats) -> dict[str, int]:
+    counts = {name: int(getattr(stats, name)) for name in REQUEST_COUNTERS}
+    counts.update({f"retry:{cause}": n for cause, n in stats.retries.items()})
+    return counts
+
+
+def _add_requests(stats: RunStats, delta: dict[str, int]) -> None:
+    for name, value in delta.items():
+        if name.startswith("retry:"):
+            stats.retries[name.removeprefix("retry:")] += value
+        else:
+            setattr(stats, name, getattr(stats, name) + value)
