@@ -27,9 +27,10 @@ CREATE TABLE IF NOT EXISTS completions (
 
 def connect(path: Path, schema: str, failure: str) -> sqlite3.Connection:
     """An autocommit SQLite connection in WAL mode with `schema` applied, usable from any thread; an
-    unreadable file raises RunDirError with `failure` (formatted with {error})."""
+    unreadable file raises RunDirError with `failure` (formatted with {error}). Several processes may share one
+    file (the Ray engine's workers): a writer waits up to 60 s for another's transaction."""
     try:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(schema)

@@ -8,7 +8,9 @@ dataset exactly as without Ray. What changes is where a stage runs:
   block by block, and within a block request by request (Ray Data has no resume of its own);
 - exact and MinHash dedup run distributed (`ray_dedup`: groupby on digests and LSH bands across the whole
   dataset), deciding as the local stages do;
-- every other stage (embedding selection, loops such as Self-Instruct, export) runs on the driver.
+- embedding stages (semantic dedup, diversity selection) get their vectors from Ray actors (a GPU each when
+  the cluster has GPUs) through the run's embedding cache, then decide on the driver over all of them;
+- every other stage (loops such as Self-Instruct, augmentation, export) runs on the driver.
 Blocks keep their input order (`preserve_order`), so the output is the local engine's, record for record.
 Workers read and write the run directory: on a cluster it must sit on a filesystem every node mounts.
 """
@@ -27,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from synthgen.dedup.text import field_text
 from synthgen.hashing import content_hash
 from synthgen.recipe import Recipe
 from synthgen.record import Record
@@ -34,6 +37,7 @@ from synthgen.rundir import JsonlWriter, RunDir, write_atomic
 from synthgen.stages.base import Stage
 from synthgen.stages.dedup import ExactDedup, MinHashDedup, reject_duplicate
 from synthgen.stages.generate import Generate
+from synthgen.stages.semantic import EmbeddingStage
 from synthgen.stats import RunStats
 
 REQUEST_COUNTERS = ("planned_requests", "finished_requests", "cache_hits", "http_requests", "http_ok",
@@ -86,6 +90,8 @@ class RayExecutor:
             return self._in_blocks(stage, records, fingerprint)
         if isinstance(stage, ExactDedup | MinHashDedup):
             return self._dedup(stage, records)
+        if isinstance(stage, EmbeddingStage):
+            return self._embedded_first(stage, records)
         return stage.run(records)
 
     def _in_blocks(self, stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterator[Record]:
@@ -152,6 +158,25 @@ class RayExecutor:
                 yield record
         path.unlink()
 
+    def _embedded_first(self, stage: EmbeddingStage, records: Iterable[Record]) -> Iterator[Record]:
+        """Embeddings computed on Ray actors (one GPU each when the cluster has GPUs) into the run's embedding
+        cache; the stage then decides on the driver over the gathered vectors, which it reads from that cache."""
+        import ray
+
+        assert stage.ctx.workdir is not None
+        path = stage.ctx.workdir / f"{stage.ctx.label}.input.jsonl"
+        spans = self._spill(records, path)
+        if spans:
+            gpus = int(ray.cluster_resources().get("GPU", 0))
+            setup = {"model": stage.params.model, "batch_size": stage.params.batch_size, "fields": stage.params.fields,
+                     "cache_dir": str(stage.ctx.workdir.parent), "device": "cuda" if gpus else "cpu"}
+            blocks = ray.data.from_items([{"path": str(path), "bytes": span} for span in spans], override_num_blocks=len(spans))
+            blocks.map(EmbeddingWorker, fn_constructor_kwargs=setup,  # type: ignore[arg-type]
+                       compute=ray.data.ActorPoolStrategy(size=max(1, min(gpus or self.options.workers, len(spans)))),
+                       num_gpus=1 if gpus else 0).materialize()
+        yield from stage.run(_read_records(path))
+        path.unlink()
+
     def _spill(self, records: Iterable[Record], path: Path) -> list[tuple[int, int]]:
         """Write `records` to `path` as JSONL; the byte spans of its blocks of `block_size` records."""
         spans, start, count = [], 0, 0
@@ -212,6 +237,21 @@ class BlockWorker:
     def _reject(self, record: Record, reason: str, detail: str | None) -> None:
         self.rejects.append(orjson.dumps({"id": record.id, "fields": record.fields, "meta": record.meta,
                                           "reason": reason, "detail": detail}))
+
+
+class EmbeddingWorker:
+    """A Ray actor that embeds blocks of records into the run's embedding cache (`Encoder` with `cache_dir`)."""
+
+    def __init__(self, model: str, batch_size: int, fields: list[str], cache_dir: str, device: str) -> None:
+        from synthgen.embedding.encoder import Encoder
+
+        self.fields = fields
+        self.encoder = Encoder(model, batch_size, device, cache_dir=Path(cache_dir))
+
+    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
+        records = list(_slice(Path(task["path"]), *task["bytes"]))
+        self.encoder.encode([field_text(record.fields, self.fields) for record in records])
+        return {"records": len(records)}
 
 
 def run_block(task: dict[str, Any], **setup: Any) -> dict[str, Any]:

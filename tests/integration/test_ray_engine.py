@@ -107,3 +107,30 @@ def test_killed_ray_job_resumes_without_resending_finished_requests(tmp_path: Pa
         assert resumed.returncode == 0, resumed.stderr
         assert get_json(server.root + "/sim/stats")["requests"] == total - finished_before
     assert (run_dir / "dataset.jsonl").read_bytes() == (tmp_path / "ref" / "dataset.jsonl").read_bytes()
+
+
+@pytest.mark.slow
+def test_embedding_stages_take_their_vectors_from_ray_workers(tmp_path: Path, local_ray: None,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthgen.embedding.encoder import Encoder
+    from synthgen.engine.ray_engine import RayExecutor, RayOptions
+
+    recipe_path = write(tmp_path / "embed.yaml", yaml.safe_dump({
+        "name": "ray-embed", "seed": 5, "source": {"path": str(REPO / "recipes/data/banking77_sample.csv")},
+        "stages": [{"semantic_dedup": {"threshold": 0.9}}, {"diversity_select": {"k": 40, "label_field": "category"}}],
+    }))
+    recipe = load_recipe(recipe_path)
+    run_recipe(recipe, tmp_path / "local")
+    encoded_here: list[int] = []
+    original = Encoder._encode
+
+    def spy(self: Encoder, texts: list[str]) -> object:
+        encoded_here.append(len(texts))
+        return original(self, texts)
+
+    monkeypatch.setattr(Encoder, "_encode", spy)
+    with RayExecutor(recipe, tmp_path / "ray", None, RayOptions(workers=2, block_size=50)) as executor:
+        run_recipe(recipe, tmp_path / "ray", executor=executor)
+    assert sum(encoded_here) == 0  # every vector came from the Ray workers, through the run's embedding cache
+    local_ids = [row["id"] for row in read_jsonl(tmp_path / "local" / "dataset.jsonl")]
+    assert [row["id"] for row in read_jsonl(tmp_path / "ray" / "dataset.jsonl")] == local_ids and len(local_ids) == 40
