@@ -77,7 +77,7 @@ def run(
         from synthgen.engine.ray_engine import RayExecutor, RayOptions
 
         options = RayOptions(address, max(1, workers), max(1, block_size), gpus_per_worker=gpus_per_worker)
-        engine_context = RayExecutor(recipe, run_dir, limit, options)
+        engine_context = guarded(lambda: RayExecutor(recipe, run_dir, limit, options))
     with LiveProgress(stats), engine_context as executor:
         result = guarded(lambda: run_recipe(recipe, run_dir, fresh=fresh, limit=limit, stats=stats, command=command,
                                             executor=executor))

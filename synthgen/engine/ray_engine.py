@@ -17,6 +17,7 @@ Workers read and write the run directory: on a cluster it must sit on a filesyst
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
@@ -30,6 +31,7 @@ from typing import Any
 import orjson
 
 from synthgen.dedup.text import field_text
+from synthgen.errors import ConfigError
 from synthgen.hashing import content_hash
 from synthgen.recipe import Recipe
 from synthgen.record import Record
@@ -59,6 +61,8 @@ class RayExecutor:
     """Runs the recipe's stages on Ray (see the module docstring); a context manager that starts and stops Ray."""
 
     def __init__(self, recipe: Recipe, out: str | Path, limit: int | None, options: RayOptions) -> None:
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--engine", None, "the Ray engine needs Ray: pip install 'synthgen[ray]'")
         self.recipe, self.run_path, self.limit, self.options = recipe, Path(out), limit, options
         self._started_ray = False
 

@@ -134,3 +134,12 @@ def test_embedding_stages_take_their_vectors_from_ray_workers(tmp_path: Path, lo
     assert sum(encoded_here) == 0  # every vector came from the Ray workers, through the run's embedding cache
     local_ids = [row["id"] for row in read_jsonl(tmp_path / "local" / "dataset.jsonl")]
     assert [row["id"] for row in read_jsonl(tmp_path / "ray" / "dataset.jsonl")] == local_ids and len(local_ids) == 40
+
+
+def test_missing_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthgen.engine import ray_engine
+    from synthgen.errors import ConfigError
+
+    monkeypatch.setattr(ray_engine.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match=r"synthgen\[ray\]"):
+        ray_engine.RayExecutor(load_recipe(recipe_file(tmp_path, 4)), tmp_path / "run", None, ray_engine.RayOptions())
