@@ -108,6 +108,10 @@ RECIPE_CASES: dict[str, tuple[str, dict[str, str | bytes], tuple[str, ...]]] = {
                                ("tax.yaml", "duplicate")),
     "export folder escaping the run directory": (BASE + "  - export: {out: ../../elsewhere}\n", {},
                                                  ("stages[1].export.out", "inside the run directory")),
+    "unknown backend option": (BASE.replace("kind: sim,", "kind: transformers, options: {batch_sise: 4},"), {},
+                               ("options.batch_sise", "Extra inputs")),
+    "vllm backend without vllm": (BASE.replace("kind: sim,", "kind: vllm,"), {}, ("synthgen[vllm]",)),
+    "unknown batch mode": (BASE.replace("kind: sim,", "kind: sim, mode: offline,"), {}, ("backend.mode",)),
 }
 
 
