@@ -7,16 +7,23 @@ columns because Ray's Arrow conversion changes arbitrary values (lists and tuple
 so `str()` of a field differs; mixed-type columns are coerced or pickled), while the text compared must be
 the local stage's to the byte.
 
-Near duplicates take three passes:
+Near duplicates take four passes:
 1. `map_batches`: each record's MinHash signature and shingle-hash set (the local `MinHasher`), its keep
    rank, and its verdict against the local stage's own evaluation index (`decontaminate`) and reference
-   index (`reference_index`), built once on the driver by constructing the local stage.
-2. One row per LSH band, keyed by band index + the band's hash values (datasketch's `hashranges`: band i is
-   values [i*r, (i+1)*r)), so candidates are exactly the pairs the local index would propose;
-   `groupby(key).map_groups` verifies each bucket's pairs (exact Jaccard or signature agreement, as
-   `NearDuplicateIndex`); a pair sharing several bands is verified only in the first, so each edge is
-   emitted once.
-3. The driver reads the verified edges (few) and decides greedily in priority order (input order for
+   index (`reference_index`), built once on the driver by constructing the local stage; materialized, as the
+   next passes read it again.
+2. Candidate pairs: one small row per LSH band (band index + the band's hash values as key, datasketch's
+   `hashranges`: band i is values [i*r, (i+1)*r), and the record's order), so candidates are exactly the
+   pairs the local index would propose. Rows are grouped into `num_partitions` parts by a hash value of the
+   band (a few large groups: a group per bucket would cost a Python call per row); in each part, Arrow's
+   `group_by` finds the buckets, those of one record are dropped and every other yields its pairs (earlier
+   order, later order). The driver collects the pairs as one numpy array and removes repeats (a pair sharing
+   several bands): ints only, about as many as near-duplicate pairs plus LSH false positives.
+3. Verification: the pair array goes to the tasks through the object store; a pair is verified in its later
+   record's part, so each record of a pair sends what the check compares (shingle set for `verify: exact`,
+   else signature) once to every part holding one of its pairs, and each part checks its pairs (exact
+   Jaccard or signature agreement, as `NearDuplicateIndex`), emitting each verified edge once.
+4. The driver reads the verified edges and decides greedily in priority order (input order for
    `keep: first`; -priority, then input order for `longest` / `score`): a record is dropped iff a verified
    neighbour decided before it was kept, and names the most similar such neighbour.
 
@@ -27,10 +34,10 @@ are the same band-sharing pairs, verification is symmetric, and a record's local
 which of its verified neighbours were kept before it, the greedy pass reproduces the local decisions.
 The components are still returned as clusters, for reporting.
 
-Costs: band rows carry the signature and (verify exact) the shingle set, so the shuffle moves about
-b x (4 num_perm + 4 shingles) bytes per record (b = 17 bands at threshold 0.8 with 128 permutations). Every
-pair in a bucket is compared, so a bucket of k identical texts costs k^2/2 comparisons where the local stage
-does k: run `exact_dedup` first on data with many exact copies.
+Costs: the band shuffle moves b x (4 (r + 1) + 16) bytes per record (b = 17 bands, r = 7 rows at threshold 0.8
+with 128 permutations: ~800 bytes), and only records with a candidate ship their sketch, once per part. A
+bucket of k identical texts yields k^2/2 pairs (on the driver too) where the local stage does k comparisons:
+run `exact_dedup` first on data with many exact copies.
 """
 
 from __future__ import annotations
@@ -58,7 +65,9 @@ _NODE = [("order", pa.int64()), ("id", pa.string()), ("rank", pa.float64()), ("s
          ("shingles", pa.binary())]
 _JUDGED = [("reason", pa.string()), ("match", pa.string()), ("similarity", pa.float64())]
 _SKETCH_SCHEMA = pa.schema(_NODE + _JUDGED)
-_BAND_SCHEMA = pa.schema([("key", pa.binary()), *_NODE])
+_PAIR_SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.int64())])
+_ROUTED_SCHEMA = pa.schema([("part", pa.int64()), ("order", pa.int64()), ("id", pa.string()), ("rank", pa.float64()),
+                            ("sketch", pa.binary())])
 _EDGE_SCHEMA = pa.schema([("a_order", pa.int64()), ("a_id", pa.string()), ("a_rank", pa.float64()),
                           ("b_order", pa.int64()), ("b_id", pa.string()), ("b_rank", pa.float64()),
                           ("similarity", pa.float64())])
@@ -87,22 +96,31 @@ def exact_duplicates(ds: ray.data.Dataset, params: ExactDedupParams, num_partiti
 def minhash_duplicates(ds: ray.data.Dataset, params: MinHashDedupParams, ctx: StageContext,
                        num_partitions: int | None = None) -> NearDuplicates:
     """The records `minhash_dedup` with `params` drops, and clusters of verified near duplicates. `ctx` is the
-    stage's context (it resolves `decontaminate` and `reference_index` paths); see `exact_duplicates` for
-    `num_partitions`."""
+    stage's context (it resolves `decontaminate` and `reference_index` paths); `num_partitions` is the number of
+    parts the band rows and sketches are grouped into (None: the sketched dataset's block count)."""
     stage = MinHashDedup(params, ctx)  # the local stage's hasher and its evaluation and reference indexes
     reference = stage.index if len(stage.index) else None
     sketch = partial(_sketch_batch, params=params, hasher=stage.hasher, contamination=stage.contamination, reference=reference)
-    sketched = ds.map_batches(sketch, batch_format="numpy", batch_size=params.batch_size)
+    sketched = ds.map_batches(sketch, batch_format="numpy", batch_size=params.batch_size).materialize()  # read 2-3 times
     judged: dict[int, tuple[str, str, Match]] = {}
     if stage.contamination is not None or reference is not None:
-        sketched = sketched.materialize()  # read twice: judged rows here, band rows below
         for row in sketched.map_batches(_judged_rows, batch_format="pyarrow").iter_rows():
             judged[row["order"]] = (row["id"], row["reason"], Match(row["match"], row["similarity"]))
+    parts = num_partitions or max(1, sketched.num_blocks())
+    per_part = max(1, -(-sketched.count() // parts))  # sketches per map task: about one block per part into each shuffle
     lsh = stage.index.lsh
-    verify = partial(_verified_pairs, bands=lsh.b, rows=lsh.r, verify=params.verify, threshold=params.threshold)
-    edges = (sketched.map_batches(partial(_band_rows, bands=lsh.b, rows=lsh.r), batch_format="numpy")
-             .groupby("key", num_partitions=num_partitions)
-             .map_groups(verify, batch_format="pyarrow"))  # Arrow: no per-group numpy conversion
+    bands = partial(_band_rows, bands=lsh.b, rows=lsh.r, parts=parts)
+    found = (sketched.map_batches(bands, batch_format="numpy", batch_size=per_part)
+             .groupby("part", num_partitions=parts).map_groups(_bucket_pairs, batch_format="pyarrow"))
+    batches = [np.stack([batch["a"], batch["b"]], axis=1) for batch in found.iter_batches(batch_size=None, batch_format="numpy")]
+    pairs = np.unique(np.concatenate(batches), axis=0) if batches else np.empty((0, 2), np.int64)  # sorted by (a, b)
+    if not len(pairs):
+        return _decide([], judged)
+    pairs_ref = ray.put(pairs)
+    route = partial(_routed_sketches, pairs=pairs_ref, parts=parts, verify=params.verify)
+    verify = partial(_verified_pairs, pairs=pairs_ref, parts=parts, verify=params.verify, threshold=params.threshold)
+    edges = (sketched.map_batches(route, batch_format="numpy", batch_size=per_part)
+             .groupby("part", num_partitions=parts).map_groups(verify, batch_format="pyarrow"))
     return _decide(edges.iter_rows(), judged)
 
 
@@ -150,44 +168,74 @@ def _judged_rows(batch: pa.Table) -> pa.Table:
     return batch.filter(pc.not_equal(batch["reason"], "")).select(["order", "id", "reason", "match", "similarity"])
 
 
-def _band_rows(batch: Batch, *, bands: int, rows: int) -> pa.Table:
-    """One row per (record, LSH band), keyed by the band's index and hash values; contaminated records left out."""
-    columns: dict[str, list[Any]] = {name: [] for name in _BAND_SCHEMA.names}
-    for i in np.flatnonzero(batch["reason"] != "contaminated"):
-        signature = np.frombuffer(batch["signature"][i], dtype=np.uint32)
-        for band in range(bands):
-            columns["key"].append(band.to_bytes(2, "big") + signature[band * rows : (band + 1) * rows].tobytes())
-            for name, _ in _NODE:
-                columns[name].append(batch[name][i])
-    return pa.table(columns, schema=_BAND_SCHEMA)
+def _band_rows(batch: Batch, *, bands: int, rows: int, parts: int) -> pa.Table:
+    """One row per (record, LSH band): the band's index and hash values as key, the order, and the part the key
+    is grouped in; contaminated records left out."""
+    keep = batch["reason"] != "contaminated"
+    signatures = (np.stack([np.frombuffer(value, dtype=np.uint32) for value in batch["signature"][keep]]) if keep.any()
+                  else np.empty((0, bands * rows), np.uint32))
+    keys = np.empty((len(signatures), bands, rows + 1), dtype=np.uint32)
+    keys[:, :, 0] = np.arange(bands)
+    keys[:, :, 1:] = signatures[:, : bands * rows].reshape(-1, bands, rows)
+    count = len(signatures) * bands
+    return pa.table({"part": (keys[:, :, 1].ravel() % parts).astype(np.int64),
+                     "key": pa.FixedSizeBinaryArray.from_buffers(pa.binary(4 * (rows + 1)), count, [None, pa.py_buffer(keys)]),
+                     "order": np.repeat(batch["order"][keep], bands)})
 
 
-def _verified_pairs(group: pa.Table, *, bands: int, rows: int, verify: Verify, threshold: float) -> pa.Table:
-    """Verified pairs (earlier order first) of one band bucket whose first shared band is this one; the
-    similarity is `NearDuplicateIndex`'s."""
-    if group.num_rows < 2:
-        return _EDGE_SCHEMA.empty_table()  # most buckets
-    columns: dict[str, list[Any]] = {name: [] for name in _EDGE_SCHEMA.names}
-    group = group.sort_by("order")
-    band = int.from_bytes(group["key"][0].as_py()[:2], "big")
+def _bucket_pairs(group: pa.Table) -> pa.Table:
+    """Each pair (earlier order, later order) sharing a band bucket in one part, once per part."""
+    buckets = group.group_by("key").aggregate([("order", "list")])
+    members = buckets.filter(pc.greater(pc.list_value_length(buckets["order_list"]), 1))["order_list"].to_pylist()
+    pairs = [np.empty((0, 2), np.int64)]
+    for bucket in members:
+        orders = np.sort(np.asarray(bucket, dtype=np.int64))
+        earlier, later = np.triu_indices(len(orders), 1)
+        pairs.append(np.stack([orders[earlier], orders[later]], axis=1))
+    unique = np.unique(np.concatenate(pairs), axis=0)
+    return pa.table({"a": unique[:, 0], "b": unique[:, 1]}, schema=_PAIR_SCHEMA)
+
+
+def _routed_sketches(batch: Batch, *, pairs: ray.ObjectRef, parts: int, verify: Verify) -> pa.Table:
+    """The sketch verification compares (shingle set or signature) of each record in a candidate pair, once
+    for every part holding one of its pairs: a pair is verified in its later record's part."""
+    candidates = ray.get(pairs)
+    orders = batch["order"]
+    starts, ends = np.searchsorted(candidates[:, 0], orders, side="left"), np.searchsorted(candidates[:, 0], orders, side="right")
+    is_later = np.isin(orders, candidates[:, 1])
+    sketches = batch["shingles" if verify == "exact" else "signature"]
+    columns: dict[str, list[Any]] = {name: [] for name in _ROUTED_SCHEMA.names}
+    for i in np.flatnonzero(is_later | (ends > starts)):
+        targets = set((candidates[starts[i] : ends[i], 1] % parts).tolist())
+        if is_later[i]:
+            targets.add(int(orders[i]) % parts)
+        for part in sorted(targets):
+            for name, value in (("part", part), ("order", orders[i]), ("id", batch["id"][i]), ("rank", batch["rank"][i]),
+                                ("sketch", sketches[i])):
+                columns[name].append(value)
+    return pa.table(columns, schema=_ROUTED_SCHEMA)
+
+
+def _verified_pairs(group: pa.Table, *, pairs: ray.ObjectRef, parts: int, verify: Verify, threshold: float) -> pa.Table:
+    """The verified candidate pairs of one part (earlier order first); the similarity is `NearDuplicateIndex`'s."""
+    candidates = ray.get(pairs)
+    candidates = candidates[candidates[:, 1] % parts == group["part"][0].as_py()]
     nodes = {name: group[name].to_pylist() for name in ("order", "id", "rank")}
-    signatures = np.stack([np.frombuffer(value, dtype=np.uint32) for value in group["signature"].to_pylist()])
-    sets = [np.frombuffer(value, dtype=np.uint32) for value in group["shingles"].to_pylist()]
-    for a in range(group.num_rows - 1):
-        agree = signatures[a + 1 :] == signatures[a]
-        first_shared = agree[:, : bands * rows].reshape(-1, bands, rows).all(axis=2).argmax(axis=1)
-        for offset in np.flatnonzero(first_shared == band):
-            b = a + 1 + offset
-            if verify == "exact":
-                common = np.intersect1d(sets[a], sets[b], assume_unique=True).size
-                similarity = common / (sets[a].size + sets[b].size - common)
-            else:
-                similarity = float(np.count_nonzero(agree[offset])) / signatures.shape[1]
-            if similarity >= threshold:
-                for side, k in (("a", a), ("b", b)):
-                    for name, values in nodes.items():
-                        columns[f"{side}_{name}"].append(values[k])
-                columns["similarity"].append(similarity)
+    row = {order: i for i, order in enumerate(nodes["order"])}
+    sketches = [np.frombuffer(value, dtype=np.uint32) for value in group["sketch"].to_pylist()]
+    columns: dict[str, list[Any]] = {name: [] for name in _EDGE_SCHEMA.names}
+    for a, b in candidates.tolist():
+        i, j = row[a], row[b]
+        if verify == "exact":
+            common = np.intersect1d(sketches[i], sketches[j], assume_unique=True).size
+            similarity = common / (sketches[i].size + sketches[j].size - common)
+        else:
+            similarity = float(np.count_nonzero(sketches[i] == sketches[j])) / sketches[i].size
+        if similarity >= threshold:
+            for side, k in (("a", i), ("b", j)):
+                for name, values in nodes.items():
+                    columns[f"{side}_{name}"].append(values[k])
+            columns["similarity"].append(similarity)
     return pa.table(columns, schema=_EDGE_SCHEMA)
 
 

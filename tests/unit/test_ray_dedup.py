@@ -23,6 +23,7 @@ from tests.unit.test_dedup import context
 ray = pytest.importorskip("ray")
 ray_dedup = pytest.importorskip("synthgen.engine.ray_dedup")
 ShuffleStrategy = pytest.importorskip("ray.data.context").ShuffleStrategy
+pc = pytest.importorskip("pyarrow.compute")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # its own defaults use deprecated names
 
 DATA = Path(__file__).resolve().parents[2] / "recipes" / "data"
@@ -36,13 +37,15 @@ SWAPS = ["quickly", "carefully", "simple", "detailed", "three", "several", "frie
 
 @pytest.fixture(scope="module", autouse=True)
 def ray_cluster() -> Iterator[None]:
-    """A local 2-CPU Ray; sort-based shuffles, since hash shuffles start aggregator actors (~5 s per groupby)."""
+    """A local 2-CPU Ray; sort-based shuffles, since hash shuffles start aggregator actors (~5 s per groupby), and
+    ordered blocks, as the Ray engine runs them."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_DISABLE_USAGE_STATS", "1")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         data_context = ray.data.DataContext.get_current()
         patch.setattr(data_context, "enable_progress_bars", False)
         patch.setattr(data_context, "shuffle_strategy", ShuffleStrategy.SORT_SHUFFLE_PULL_BASED)
+        patch.setattr(data_context.execution_options, "preserve_order", True)  # as the Ray engine sets them
         yield
         ray.shutdown()
 
@@ -124,6 +127,24 @@ def test_chain_keeps_both_ends_in_one_cluster() -> None:
     assert result.dropped[ids[CHAIN_B]][1].key == ids[CHAIN]
     assert result.clusters[ids[CHAIN]] == result.clusters[ids[CHAIN_B]] == result.clusters[ids[CHAIN_C]] == ids[CHAIN]
     assert ids[""] not in result.dropped and ids[""] not in result.clusters
+
+
+def test_band_rows_carry_keys_only_and_repeated_pairs_come_once() -> None:
+    """Two records sharing every band (and a third sharing none): band rows hold the part, key and order, and
+    each part yields the pair once however many of its bands they share; contaminated records get no rows."""
+    signatures = MinHasher(Shingling("char", 5)).sketch([CHAIN, CHAIN, "something else entirely, nothing alike"]).signatures
+    batch = {"order": np.array([3, 7, 9, 11]), "signature": np.array([s.tobytes() for s in [*signatures, signatures[0]]], dtype=object),
+             "reason": np.array(["", "near_duplicate", "", "contaminated"])}
+    rows = ray_dedup._band_rows(batch, bands=17, rows=7, parts=4)
+    assert rows.column_names == ["part", "key", "order"] and rows.num_rows == 3 * 17
+    parts = [rows.filter(pc.equal(rows["part"], part)) for part in range(4)]
+    pairs = [ray_dedup._bucket_pairs(group).to_pylist() for group in parts if group.num_rows]
+    assert all(found in ([], [{"a": 3, "b": 7}]) for found in pairs) and sum(map(len, pairs)) > 1
+
+
+def test_no_candidate_pairs(tmp_path: Path) -> None:
+    records = tuple(Record(f"r{i}", {"text": text}) for i, text in enumerate([CHAIN, "", "an unrelated request about banking"]))
+    assert ray_dedup.minhash_duplicates(dataset(records), MinHashDedupParams(), context(tmp_path, [])) == ({}, {})
 
 
 def test_exact_duplicates_equal_the_local_stage(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
