@@ -21,7 +21,7 @@ import importlib.util
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from synthgen.dedup.text import field_text
-from synthgen.errors import ConfigError
+from synthgen.errors import ConfigError, SynthgenError
 from synthgen.hashing import content_hash
 from synthgen.recipe import Recipe
 from synthgen.record import Record
@@ -116,6 +116,7 @@ class RayExecutor:
             task["fingerprint"] = content_hash([fingerprint, task])
         if tasks:
             for done in self._map(ray.data.from_items(tasks, override_num_blocks=len(tasks)), stage, folder).iter_rows():
+                _raise_reported(done)
                 _add_requests(stage.ctx.stats, orjson.loads(done["stats"]))
                 yield from _read_records(folder / f"{done['block']:06d}.jsonl")
                 for line in _lines(folder / f"{done['block']:06d}.rejects.jsonl"):
@@ -175,9 +176,11 @@ class RayExecutor:
             setup = {"model": stage.params.model, "batch_size": stage.params.batch_size, "fields": stage.params.fields,
                      "cache_dir": str(stage.ctx.workdir.parent), "device": "cuda" if gpus else "cpu"}
             blocks = ray.data.from_items([{"path": str(path), "bytes": span} for span in spans], override_num_blocks=len(spans))
-            blocks.map(EmbeddingWorker, fn_constructor_kwargs=setup,  # type: ignore[arg-type]
-                       compute=ray.data.ActorPoolStrategy(size=max(1, min(gpus or self.options.workers, len(spans)))),
-                       num_gpus=1 if gpus else 0).materialize()
+            embedded = blocks.map(EmbeddingWorker, fn_constructor_kwargs=setup,  # type: ignore[arg-type]
+                                  compute=ray.data.ActorPoolStrategy(size=max(1, min(gpus or self.options.workers, len(spans)))),
+                                  num_gpus=1 if gpus else 0)
+            for done in embedded.iter_rows():
+                _raise_reported(done)
         yield from stage.run(_read_records(path))
         path.unlink()
 
@@ -211,7 +214,10 @@ class BlockWorker:
                                  reject_sink=lambda label: self._reject, workdir=Path(run_path) / "checkpoints")
 
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
-        """Run one block (unless an earlier run finished it) and report its request counters."""
+        """Run one block (unless an earlier run finished it) and report its request counters, or its error."""
+        return _reported(lambda: self._run(task), {"block": int(task["block"]), "stats": b"{}"})
+
+    def _run(self, task: dict[str, Any]) -> dict[str, Any]:
         block = int(task["block"])
         base = self.folder / f"{block:06d}"
         done = base.with_suffix(".done")
@@ -247,15 +253,34 @@ class EmbeddingWorker:
     """A Ray actor that embeds blocks of records into the run's embedding cache (`Encoder` with `cache_dir`)."""
 
     def __init__(self, model: str, batch_size: int, fields: list[str], cache_dir: str, device: str) -> None:
-        from synthgen.embedding.encoder import Encoder
-
-        self.fields = fields
-        self.encoder = Encoder(model, batch_size, device, cache_dir=Path(cache_dir))
+        self.model, self.batch_size, self.fields, self.cache_dir, self.device = model, batch_size, fields, cache_dir, device
+        self.encoder: Any = None
 
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
+        return _reported(lambda: self._embed(task), {"records": 0})
+
+    def _embed(self, task: dict[str, Any]) -> dict[str, Any]:
+        from synthgen.embedding.encoder import Encoder
+
+        self.encoder = self.encoder or Encoder(self.model, self.batch_size, self.device, cache_dir=Path(self.cache_dir))
         records = list(_slice(Path(task["path"]), *task["bytes"]))
         self.encoder.encode([field_text(record.fields, self.fields) for record in records])
         return {"records": len(records)}
+
+
+def _reported(run: Callable[[], dict[str, Any]], failed: dict[str, Any]) -> dict[str, Any]:
+    """`run()`'s row with `error: None`, or `failed` with the message of the synthgen error it raised: Ray Data
+    wraps a worker's exception in its own and drops the original, so the error travels as data instead."""
+    try:
+        return {**run(), "error": None}
+    except SynthgenError as exc:
+        return {**failed, "error": str(exc)}
+
+
+def _raise_reported(row: dict[str, Any]) -> None:
+    """Raise the synthgen error a worker reported (a bad key, a model that does not load), as it would be locally."""
+    if row.get("error"):
+        raise SynthgenError(row["error"])
 
 
 def run_block(task: dict[str, Any], **setup: Any) -> dict[str, Any]:

@@ -143,3 +143,17 @@ def test_missing_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(ray_engine.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ConfigError, match=r"synthgen\[ray\]"):
         ray_engine.RayExecutor(load_recipe(recipe_file(tmp_path, 4)), tmp_path / "run", None, ray_engine.RayOptions())
+
+
+def test_a_workers_fatal_error_stops_the_run_with_its_message(tmp_path: Path, local_ray: None) -> None:
+    from synthgen.backends.sim import SimConfig, SimServer
+    from synthgen.engine.ray_engine import RayExecutor, RayOptions
+    from synthgen.errors import SynthgenError
+
+    with SimServer(SimConfig(latency=0.0, api_key="right-key")) as sim:
+        recipe = load_recipe(recipe_file(tmp_path, 8)).with_backend(base_url=sim.base_url)
+        with RayExecutor(recipe, tmp_path / "run", None, RayOptions(block_size=4)) as executor, \
+                pytest.raises(SynthgenError, match="backend answered 401") as caught:
+            run_recipe(recipe, tmp_path / "run", executor=executor)
+    assert "fix: set a valid key" in str(caught.value) and "Traceback" not in str(caught.value)
+    assert not (tmp_path / "run" / "dataset.jsonl").exists()
