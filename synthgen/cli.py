@@ -252,6 +252,10 @@ class LiveProgress:
         s, elapsed = self.stats, max(self.stats.elapsed, 1e-9)
         rates = (f"{s.finished_requests / elapsed:,.0f} req/s {(s.prompt_tokens + s.completion_tokens) / elapsed:,.0f} tok/s "
                  f"retries {sum(s.retries.values())} cached {s.cache_hits} rejects {sum(s.rejects.values())}")
+        if s.batches:  # provider batches: how many are still running, and their items done so far
+            running = [batch for batch in list(s.batches.values()) if batch["running"]]
+            done, total = sum(b["completed"] + b["failed"] for b in running), sum(b["total"] for b in running)
+            rates += f" | batches: {len(running)} running ({done:,}/{total:,} items), {len(s.batches) - len(running)} ended"
         total = max(s.expected_requests or 0, s.planned_requests) or None
         self.progress.update(self.task, completed=s.finished_requests, total=total, rates=rates)
 

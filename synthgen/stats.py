@@ -36,6 +36,7 @@ class RunStats:
     stages: dict[str, StageCounts] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # provider batch id -> status and item counts
     started: float = field(default_factory=time.monotonic)
 
     def stage(self, name: str) -> StageCounts:
@@ -66,6 +67,7 @@ class RunStats:
             "rejects_by_reason": dict(sorted(self.rejects.items())),
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "metrics": self.metrics,
+            "batches": self.batches,
             "timeline": [list(point) for point in self.timeline],
             "wall_time_s": round(wall, 3),
             "requests_per_s": round(self.finished_requests / wall, 2) if wall > 0 else 0.0,

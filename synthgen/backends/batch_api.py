@@ -144,6 +144,11 @@ class BatchBackend:
         while True:
             with _api_errors(self.base_url):
                 batch = await self.client.batches.retrieve(batch_id)
+            counts = batch.request_counts
+            self.stats.batches[batch_id] = {"status": batch.status, "running": batch.status not in TERMINAL,
+                                            "total": counts.total if counts else 0,
+                                            "completed": counts.completed if counts else 0,
+                                            "failed": counts.failed if counts else 0}
             if batch.status in TERMINAL:
                 break
             await asyncio.sleep(delay)

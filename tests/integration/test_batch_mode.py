@@ -56,6 +56,10 @@ def test_batch_mode_gives_the_online_dataset_and_resends_failed_items(tmp_path: 
     assert result.stats.retries["batch_resubmit"] > 0
     ledger = [json.loads(line) for line in (tmp_path / "batch" / "backend" / "batches.jsonl").read_text().splitlines()]
     assert len(ledger) == stats["batches"]["created"] and len(ledger[0]["keys"]) == 40
+    recorded = json.loads((tmp_path / "batch" / "stats.json").read_text())["batches"]  # what the progress line shows
+    assert list(recorded) == [entry["batch"] for entry in ledger]
+    assert recorded[ledger[0]["batch"]]["total"] == 40 and "expired" in {b["status"] for b in recorded.values()}
+    assert not any(b["running"] for b in recorded.values())
 
 
 def test_failed_items_become_rejects_after_the_last_resubmit(tmp_path: Path) -> None:
