@@ -125,11 +125,16 @@ def dedup(
     keep: Annotated[str, typer.Option(help="which of a duplicate cluster survives: first or longest")] = "first",
     exact: Annotated[bool, typer.Option(help="drop exact duplicates (normalised text) first")] = True,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="evaluation file to drop near matches of; repeatable")] = None,
+    engine: Annotated[str, typer.Option(help="local, or ray (distributed; a local Ray or the cluster at --address)")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. auto")] = None,
+    block_size: Annotated[int, typer.Option(help="rows per Ray block")] = 10_000,
 ) -> None:
     """Remove exact and near duplicates from a file, with a summary of what was dropped."""
+    from contextlib import AbstractContextManager, nullcontext
+
     from pydantic import ValidationError
 
-    from synthgen.dedup.file import dedup_file
+    from synthgen.dedup.file import StageRun, dedup_file, run_here
     from synthgen.stages.dedup import MinHashDedupParams
     from synthgen.stages.source import Source, SourceConfig
 
@@ -143,9 +148,18 @@ def dedup(
         raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
     source = SourceConfig(path=str(input_path))
     total = guarded(lambda: Source(source, input_path).estimate())
-    with Progress(BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    run: StageRun = run_here
+    session: AbstractContextManager[None] = nullcontext()
+    if engine == "ray":
+        from synthgen.engine.ray_engine import dedup_on_ray, ray_session, require_ray
+
+        guarded(require_ray)
+        run, session = (lambda stage, records: dedup_on_ray(stage, records, max(1, block_size))), ray_session(address)
+    elif engine != "local":
+        raise typer.BadParameter(f"--engine must be local or ray, not {engine!r}")
+    with session, Progress(BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("dedup", total=total)
-        summary = guarded(lambda: dedup_file(source, out, params, exact, lambda: progress.advance(task)))
+        summary = guarded(lambda: dedup_file(source, out, params, exact, lambda: progress.advance(task), run))
     table = Table(title="dedup summary")
     table.add_column("")
     table.add_column("records", justify="right")

@@ -3,9 +3,11 @@ kept rows written to JSONL or Parquet, dropped rows to `<out>.rejects.jsonl` wit
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import orjson
 
 from synthgen.record import Record
 from synthgen.rundir import JsonlWriter
-from synthgen.stages.base import StageContext
+from synthgen.stages.base import Stage, StageContext
 from synthgen.stages.dedup import ExactDedup, ExactDedupParams, MinHashDedup, MinHashDedupParams
 from synthgen.stages.source import Source, SourceConfig
 
@@ -32,36 +34,58 @@ class DedupSummary:
         return dict(sorted(Counter(n + 1 for n in self.duplicates_per_kept.values()).items()))
 
 
+StageRun = Callable[[Stage, Iterable[Record]], Iterable[Record]]
+
+
+def run_here(stage: Stage, records: Iterable[Record]) -> Iterable[Record]:
+    """The stage in this process, streaming."""
+    return stage.run(records)
+
+
 def dedup_file(source: SourceConfig, out: Path, near: MinHashDedupParams, exact: bool = True,
-               on_record: Callable[[], None] | None = None) -> DedupSummary:
-    """Stream `source` through exact and near dedup into `out`; files appear only when complete."""
+               on_record: Callable[[], None] | None = None, run: StageRun = run_here) -> DedupSummary:
+    """Stream `source` through exact and near dedup into `out`; files appear only when complete. `run` runs each
+    dedup stage (here, or e.g. on Ray, spilling to a temporary folder beside `out`). Rejects are listed exact
+    duplicates first, then near duplicates, each in input order, whichever way the stages ran."""
     summary = DedupSummary()
-    rejects = JsonlWriter(out.with_name(out.name + ".rejects.jsonl"))
     lines: dict[str, int] = {}  # record id -> input line, to name the row a duplicate repeats
-
-    def reject(record: Record, reason: str, detail: str | None) -> None:
-        summary.dropped[reason] += 1
-        if reason != "contaminated":
-            summary.duplicates_per_kept[record.meta["duplicate_of"]] += 1
-        original = record.meta["duplicate_of"]
-        rejects.write_line(orjson.dumps({
-            "line": record.meta["line"], "reason": reason, "duplicate_of_line": lines.get(original),
-            "duplicate_of": original, "similarity": record.meta["similarity"], "detail": detail, "row": record.fields,
-        }))
-
-    ctx = StageContext(label="dedup", index=0, seed=0, recipe_path=out, prompts_dir=out.parent,
-                       resolve=lambda name: Path(name), reject=reject)
-    records: Iterator[Record] = _counted(iter(Source(source, Path(source.path))), summary, lines, on_record)
-    if exact:
-        records = ExactDedup(ExactDedupParams(fields=near.fields), ctx).run(records)
-    kept = MinHashDedup(near, ctx).run(records)
-    try:
-        summary.kept = _write_rows((record.fields for record in kept), out)
-    except BaseException:
-        rejects.discard()
-        raise
-    rejects.commit()
+    with tempfile.TemporaryDirectory(prefix=".dedup-", dir=out.parent) as workdir:
+        ctx = StageContext(label="near", index=0, seed=0, recipe_path=out, prompts_dir=out.parent,
+                           resolve=lambda name: Path(name), workdir=Path(workdir))
+        stages: list[Stage] = [MinHashDedup(near, ctx)]
+        if exact:
+            stages.insert(0, ExactDedup(ExactDedupParams(fields=near.fields), replace(ctx, label="exact")))
+        writers = [JsonlWriter(Path(workdir) / f"{stage.ctx.label}.rejects.jsonl") for stage in stages]
+        records: Iterable[Record] = _counted(iter(Source(source, Path(source.path))), summary, lines, on_record)
+        for stage, writer in zip(stages, writers, strict=True):
+            stage.ctx.reject = partial(_reject, writer, summary, lines)
+            records = run(stage, records)
+        try:
+            summary.kept = _write_rows((record.fields for record in records), out)
+        except BaseException:
+            for writer in writers:
+                writer.discard()
+            raise
+        rejects = JsonlWriter(out.with_name(out.name + ".rejects.jsonl"))
+        for writer in writers:
+            writer.commit()
+            with writer.path.open("rb") as handle:
+                for line in handle:
+                    rejects.write_line(line.rstrip(b"\n"))
+        rejects.commit()
     return summary
+
+
+def _reject(writer: JsonlWriter, summary: DedupSummary, lines: dict[str, int], record: Record, reason: str,
+            detail: str | None) -> None:
+    summary.dropped[reason] += 1
+    original = record.meta["duplicate_of"]
+    if reason != "contaminated":
+        summary.duplicates_per_kept[original] += 1
+    writer.write_line(orjson.dumps({
+        "line": record.meta["line"], "reason": reason, "duplicate_of_line": lines.get(original),
+        "duplicate_of": original, "similarity": record.meta["similarity"], "detail": detail, "row": record.fields,
+    }))
 
 
 def _counted(records: Iterator[Record], summary: DedupSummary, lines: dict[str, int],

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -61,39 +61,22 @@ class RayExecutor:
     """Runs the recipe's stages on Ray (see the module docstring); a context manager that starts and stops Ray."""
 
     def __init__(self, recipe: Recipe, out: str | Path, limit: int | None, options: RayOptions) -> None:
-        if importlib.util.find_spec("ray") is None:
-            raise ConfigError("--engine", None, "the Ray engine needs Ray: pip install 'synthgen[ray]'")
+        require_ray()
         self.recipe, self.run_path, self.limit, self.options = recipe, Path(out), limit, options
-        self._started_ray = False
+        self._session = ExitStack()
 
     def __enter__(self) -> RayExecutor:
-        import ray
-
-        if not ray.is_initialized():
-            os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-            ray.init(address=self.options.address, num_cpus=self.options.num_cpus, include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
-            self._started_ray = True
-        context = ray.data.DataContext.get_current()
-        context.execution_options.preserve_order = True
-        # task-based sort shuffle for the dedup groupbys: no aggregator actors to start for each one, which
-        # cost seconds per groupby (the hash shuffle pays off only far above synthgen's block counts)
-        context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
-        context.enable_progress_bars = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset execution notes; synthgen shows progress
+        self._session.enter_context(ray_session(self.options.address, self.options.num_cpus))
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
-        import ray
-
-        if self._started_ray:
-            ray.shutdown()
+        self._session.close()
 
     def __call__(self, stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterable[Record]:
         if stage.row_wise:
             return self._in_blocks(stage, records, fingerprint)
         if isinstance(stage, ExactDedup | MinHashDedup):
-            return self._dedup(stage, records)
+            return dedup_on_ray(stage, records, self.options.block_size)
         if isinstance(stage, EmbeddingStage):
             return self._embedded_first(stage, records)
         return stage.run(records)
@@ -111,7 +94,8 @@ class RayExecutor:
             spans = _spans(len(stage.draws), self.options.block_size)
             tasks = [{"block": k, "draws": span} for k, span in enumerate(spans)]
         else:
-            tasks = [{"block": k, "bytes": span} for k, span in enumerate(self._spill(records, folder / "input.jsonl"))]
+            spans = spill(records, folder / "input.jsonl", self.options.block_size)
+            tasks = [{"block": k, "bytes": span} for k, span in enumerate(spans)]
         for task in tasks:
             task["fingerprint"] = content_hash([fingerprint, task])
         if tasks:
@@ -137,32 +121,6 @@ class RayExecutor:
         return tasks.map(BlockWorker, fn_constructor_kwargs={**setup, "with_backend": True},  # type: ignore[arg-type]
                          compute=ray.data.ActorPoolStrategy(size=size), num_gpus=self.options.gpus_per_worker)
 
-    def _dedup(self, stage: ExactDedup | MinHashDedup, records: Iterable[Record]) -> Iterator[Record]:
-        """Duplicates found across the whole dataset on Ray; the input then streams through in order."""
-        import ray
-
-        from synthgen.engine.ray_dedup import exact_duplicates, minhash_duplicates
-
-        assert stage.ctx.workdir is not None
-        path = stage.ctx.workdir / f"{stage.ctx.label}.input.jsonl"
-        spans = self._spill(records, path)
-        blocks = [{"path": str(path), "bytes": span, "first": k * self.options.block_size} for k, span in enumerate(spans)]
-        rows = ray.data.from_items(blocks,
-                                   override_num_blocks=max(1, len(spans))).flat_map(_record_rows)
-        partitions = max(1, min(len(spans), 4 * int(ray.cluster_resources().get("CPU", 1))))  # groupby shuffle width
-        if isinstance(stage, ExactDedup):
-            dropped = {key: ("exact_duplicate", match) for key, match in exact_duplicates(rows, stage.params, partitions).items()}
-        else:
-            found = minhash_duplicates(rows, stage.params, stage.ctx, partitions)
-            dropped = found.dropped
-            stage.ctx.stats.metrics.setdefault(stage.ctx.label, {})["clusters"] = len(set(found.clusters.values()))
-        for record in _read_records(path):
-            if record.id in dropped:
-                reject_duplicate(stage.ctx, record, *dropped[record.id])
-            else:
-                yield record
-        path.unlink()
-
     def _embedded_first(self, stage: EmbeddingStage, records: Iterable[Record]) -> Iterator[Record]:
         """Embeddings computed on Ray actors (one GPU each when the cluster has GPUs) into the run's embedding
         cache; the stage then decides on the driver over the gathered vectors, which it reads from that cache."""
@@ -170,7 +128,7 @@ class RayExecutor:
 
         assert stage.ctx.workdir is not None
         path = stage.ctx.workdir / f"{stage.ctx.label}.input.jsonl"
-        spans = self._spill(records, path)
+        spans = spill(records, path, self.options.block_size)
         if spans:
             gpus = int(ray.cluster_resources().get("GPU", 0))
             setup = {"model": stage.params.model, "batch_size": stage.params.batch_size, "fields": stage.params.fields,
@@ -184,19 +142,77 @@ class RayExecutor:
         yield from stage.run(_read_records(path))
         path.unlink()
 
-    def _spill(self, records: Iterable[Record], path: Path) -> list[tuple[int, int]]:
-        """Write `records` to `path` as JSONL; the byte spans of its blocks of `block_size` records."""
-        spans, start, count = [], 0, 0
-        with path.open("wb") as handle:
-            for record in records:
-                handle.write(record.to_json() + b"\n")
-                count += 1
-                if count == self.options.block_size:
-                    spans.append((start, handle.tell()))
-                    start, count = handle.tell(), 0
-            if count:
+
+def require_ray() -> None:
+    """A ConfigError naming the extra when Ray is not installed."""
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--engine", None, "the Ray engine needs Ray: pip install 'synthgen[ray]'")
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
+    """Ray connected (to `address`, or a local Ray started here and stopped after) and set up for synthgen."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    # task-based sort shuffle for the dedup groupbys: no aggregator actors to start for each one, which
+    # cost seconds per groupby (the hash shuffle pays off only far above synthgen's block counts)
+    context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    context.enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # per-dataset execution notes; synthgen shows progress
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def dedup_on_ray(stage: Stage, records: Iterable[Record], block_size: int) -> Iterator[Record]:
+    """`stage`'s decisions made across the whole input on Ray (`ray_dedup`); the input then streams through in
+    order, duplicates going to the stage's rejects. Spills the input to the stage's `workdir`."""
+    import ray
+
+    from synthgen.engine.ray_dedup import exact_duplicates, minhash_duplicates
+
+    assert stage.ctx.workdir is not None
+    path = stage.ctx.workdir / f"{stage.ctx.label}.input.jsonl"
+    spans = spill(records, path, block_size)
+    blocks = [{"path": str(path), "bytes": span, "first": k * block_size} for k, span in enumerate(spans)]
+    rows = ray.data.from_items(blocks, override_num_blocks=max(1, len(spans))).flat_map(_record_rows)
+    partitions = max(1, min(len(spans), 4 * int(ray.cluster_resources().get("CPU", 1))))  # groupby shuffle width
+    if isinstance(stage, ExactDedup):
+        dropped = {key: ("exact_duplicate", match) for key, match in exact_duplicates(rows, stage.params, partitions).items()}
+    else:
+        assert isinstance(stage, MinHashDedup), f"no distributed form of {stage.name}"
+        found = minhash_duplicates(rows, stage.params, stage.ctx, partitions)
+        dropped = found.dropped
+        stage.ctx.stats.metrics.setdefault(stage.ctx.label, {})["clusters"] = len(set(found.clusters.values()))
+    for record in _read_records(path):
+        if record.id in dropped:
+            reject_duplicate(stage.ctx, record, *dropped[record.id])
+        else:
+            yield record
+    path.unlink()
+
+
+def spill(records: Iterable[Record], path: Path, block_size: int) -> list[tuple[int, int]]:
+    """Write `records` to `path` as JSONL; the byte spans of its blocks of `block_size` records."""
+    spans, start, count = [], 0, 0
+    with path.open("wb") as handle:
+        for record in records:
+            handle.write(record.to_json() + b"\n")
+            count += 1
+            if count == block_size:
                 spans.append((start, handle.tell()))
-        return spans
+                start, count = handle.tell(), 0
+        if count:
+            spans.append((start, handle.tell()))
+    return spans
 
 
 class BlockWorker:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -157,3 +158,25 @@ def test_a_workers_fatal_error_stops_the_run_with_its_message(tmp_path: Path, lo
             run_recipe(recipe, tmp_path / "run", executor=executor)
     assert "fix: set a valid key" in str(caught.value) and "Traceback" not in str(caught.value)
     assert not (tmp_path / "run" / "dataset.jsonl").exists()
+
+
+def test_file_dedup_on_ray_writes_the_local_files(tmp_path: Path) -> None:
+    from synthgen.dedup.evaluate import planted_corpus
+
+    texts = planted_corpus(150, seed=2, words=(30, 60), edits=(0.01, 0.08))
+    rows = texts + texts[:5]
+    random.Random(3).shuffle(rows)  # exact copies among the rest, not at the end
+    write(tmp_path / "in.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in rows))
+    write(tmp_path / "eval.jsonl", "".join(json.dumps({"text": t}) + "\n" for t in texts[10:12]))
+    common = ["--field", "text", "--preset", "document", "--decontaminate", str(tmp_path / "eval.jsonl")]
+    local = synthgen("dedup", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "local.jsonl"), *common)
+    assert local.returncode == 0, local.stderr
+    distributed = synthgen("dedup", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "ray.jsonl"), *common,
+                           "--engine", "ray", "--block-size", "64", timeout=300)
+    assert distributed.returncode == 0, distributed.stderr
+    assert (tmp_path / "ray.jsonl").read_bytes() == (tmp_path / "local.jsonl").read_bytes()
+    rejects = [(r["line"], r["reason"]) for r in read_jsonl(tmp_path / "ray.jsonl.rejects.jsonl")]
+    assert rejects == [(r["line"], r["reason"]) for r in read_jsonl(tmp_path / "local.jsonl.rejects.jsonl")]
+    assert {"exact_duplicate", "near_duplicate", "contaminated"} <= {reason for _, reason in rejects}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eval.jsonl", "in.jsonl", "local.jsonl", "local.jsonl.rejects.jsonl",
+                                                          "ray.jsonl", "ray.jsonl.rejects.jsonl"]  # no spill left behind
