@@ -21,7 +21,7 @@ import importlib.util
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,20 +30,25 @@ from typing import Any
 
 import orjson
 
-from synthgen.dedup.text import field_text
-from synthgen.errors import ConfigError, SynthgenError
+from synthgen.engine.ray_workers import (
+    BlockWorker,
+    EmbeddingWorker,
+    block_lines,
+    raise_reported,
+    read_records,
+    record_rows,
+    run_block,
+    spill,
+)
+from synthgen.errors import ConfigError
 from synthgen.hashing import content_hash
 from synthgen.recipe import Recipe
 from synthgen.record import Record
-from synthgen.rundir import JsonlWriter, RunDir, write_atomic
 from synthgen.stages.base import Stage
 from synthgen.stages.dedup import ExactDedup, MinHashDedup, reject_duplicate
 from synthgen.stages.generate import Generate
 from synthgen.stages.semantic import EmbeddingStage
 from synthgen.stats import RunStats
-
-REQUEST_COUNTERS = ("planned_requests", "finished_requests", "cache_hits", "http_requests", "http_ok",
-                    "prompt_tokens", "completion_tokens")
 
 
 @dataclass(frozen=True)
@@ -100,10 +105,10 @@ class RayExecutor:
             task["fingerprint"] = content_hash([fingerprint, task])
         if tasks:
             for done in self._map(ray.data.from_items(tasks, override_num_blocks=len(tasks)), stage, folder).iter_rows():
-                _raise_reported(done)
+                raise_reported(done)
                 _add_requests(stage.ctx.stats, orjson.loads(done["stats"]))
-                yield from _read_records(folder / f"{done['block']:06d}.jsonl")
-                for line in _lines(folder / f"{done['block']:06d}.rejects.jsonl"):
+                yield from read_records(folder / f"{done['block']:06d}.jsonl")
+                for line in block_lines(folder / f"{done['block']:06d}.rejects.jsonl"):
                     item = orjson.loads(line)
                     stage.ctx.reject(Record(item["id"], item["fields"], item["meta"]), item["reason"], item["detail"])
         shutil.rmtree(folder)
@@ -138,8 +143,8 @@ class RayExecutor:
                                   compute=ray.data.ActorPoolStrategy(size=max(1, min(gpus or self.options.workers, len(spans)))),
                                   num_gpus=1 if gpus else 0)
             for done in embedded.iter_rows():
-                _raise_reported(done)
-        yield from stage.run(_read_records(path))
+                raise_reported(done)
+        yield from stage.run(read_records(path))
         path.unlink()
 
 
@@ -183,7 +188,7 @@ def dedup_on_ray(stage: Stage, records: Iterable[Record], block_size: int) -> It
     path = stage.ctx.workdir / f"{stage.ctx.label}.input.jsonl"
     spans = spill(records, path, block_size)
     blocks = [{"path": str(path), "bytes": span, "first": k * block_size} for k, span in enumerate(spans)]
-    rows = ray.data.from_items(blocks, override_num_blocks=max(1, len(spans))).flat_map(_record_rows)
+    rows = ray.data.from_items(blocks, override_num_blocks=max(1, len(spans))).flat_map(record_rows)
     partitions = max(1, min(len(spans), 4 * int(ray.cluster_resources().get("CPU", 1))))  # groupby shuffle width
     if isinstance(stage, ExactDedup):
         dropped = {key: ("exact_duplicate", match) for key, match in exact_duplicates(rows, stage.params, partitions).items()}
@@ -192,154 +197,12 @@ def dedup_on_ray(stage: Stage, records: Iterable[Record], block_size: int) -> It
         found = minhash_duplicates(rows, stage.params, stage.ctx, partitions)
         dropped = found.dropped
         stage.ctx.stats.metrics.setdefault(stage.ctx.label, {})["clusters"] = len(set(found.clusters.values()))
-    for record in _read_records(path):
+    for record in read_records(path):
         if record.id in dropped:
             reject_duplicate(stage.ctx, record, *dropped[record.id])
         else:
             yield record
     path.unlink()
-
-
-def spill(records: Iterable[Record], path: Path, block_size: int) -> list[tuple[int, int]]:
-    """Write `records` to `path` as JSONL; the byte spans of its blocks of `block_size` records."""
-    spans, start, count = [], 0, 0
-    with path.open("wb") as handle:
-        for record in records:
-            handle.write(record.to_json() + b"\n")
-            count += 1
-            if count == block_size:
-                spans.append((start, handle.tell()))
-                start, count = handle.tell(), 0
-        if count:
-            spans.append((start, handle.tell()))
-    return spans
-
-
-class BlockWorker:
-    """One row-wise stage, run over one block per call; as a Ray actor it keeps its backend (over the run's
-    request cache) for every block it is given."""
-
-    def __init__(self, recipe: Recipe, run_path: str, index: int, limit: int | None, folder: str,
-                 with_backend: bool = False) -> None:
-        from synthgen.pipeline import build_stage, open_runtime
-
-        self.stats, self.stack, self.folder = RunStats(), ExitStack(), Path(folder)
-        runtime = open_runtime(recipe, RunDir(run_path), self.stats, self.stack) if with_backend else None
-        self.rejects: list[bytes] = []
-        self.stage = build_stage(recipe, index, self.stats, limit=limit, runtime=runtime,
-                                 reject_sink=lambda label: self._reject, workdir=Path(run_path) / "checkpoints")
-
-    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
-        """Run one block (unless an earlier run finished it) and report its request counters, or its error."""
-        return _reported(lambda: self._run(task), {"block": int(task["block"]), "stats": b"{}"})
-
-    def _run(self, task: dict[str, Any]) -> dict[str, Any]:
-        block = int(task["block"])
-        base = self.folder / f"{block:06d}"
-        done = base.with_suffix(".done")
-        if done.exists() and orjson.loads(done.read_bytes()) == task["fingerprint"]:
-            return {"block": block, "stats": orjson.dumps({})}
-        before = _request_counts(self.stats)
-        if task.get("draws") is not None:
-            assert isinstance(self.stage, Generate)
-            self.stage.draws = range(*task["draws"])
-            inputs: Iterable[Record] = ()
-        else:
-            inputs = _slice(self.folder / "input.jsonl", *task["bytes"])
-        output = JsonlWriter(base.with_suffix(".jsonl"))
-        self.rejects.clear()
-        try:
-            for record in self.stage.run(inputs):
-                output.write(record)
-        except BaseException:
-            output.discard()
-            raise
-        output.commit()
-        write_atomic(base.with_suffix(".rejects.jsonl"), b"".join(line + b"\n" for line in self.rejects))
-        write_atomic(done, orjson.dumps(task["fingerprint"]))
-        after = _request_counts(self.stats)
-        return {"block": block, "stats": orjson.dumps({k: after[k] - before.get(k, 0) for k in after})}
-
-    def _reject(self, record: Record, reason: str, detail: str | None) -> None:
-        self.rejects.append(orjson.dumps({"id": record.id, "fields": record.fields, "meta": record.meta,
-                                          "reason": reason, "detail": detail}))
-
-
-class EmbeddingWorker:
-    """A Ray actor that embeds blocks of records into the run's embedding cache (`Encoder` with `cache_dir`)."""
-
-    def __init__(self, model: str, batch_size: int, fields: list[str], cache_dir: str, device: str) -> None:
-        self.model, self.batch_size, self.fields, self.cache_dir, self.device = model, batch_size, fields, cache_dir, device
-        self.encoder: Any = None
-
-    def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
-        return _reported(lambda: self._embed(task), {"records": 0})
-
-    def _embed(self, task: dict[str, Any]) -> dict[str, Any]:
-        from synthgen.embedding.encoder import Encoder
-
-        self.encoder = self.encoder or Encoder(self.model, self.batch_size, self.device, cache_dir=Path(self.cache_dir))
-        records = list(_slice(Path(task["path"]), *task["bytes"]))
-        self.encoder.encode([field_text(record.fields, self.fields) for record in records])
-        return {"records": len(records)}
-
-
-def _reported(run: Callable[[], dict[str, Any]], failed: dict[str, Any]) -> dict[str, Any]:
-    """`run()`'s row with `error: None`, or `failed` with the message of the synthgen error it raised: Ray Data
-    wraps a worker's exception in its own and drops the original, so the error travels as data instead."""
-    try:
-        return {**run(), "error": None}
-    except SynthgenError as exc:
-        return {**failed, "error": str(exc)}
-
-
-def _raise_reported(row: dict[str, Any]) -> None:
-    """Raise the synthgen error a worker reported (a bad key, a model that does not load), as it would be locally."""
-    if row.get("error"):
-        raise SynthgenError(row["error"])
-
-
-def run_block(task: dict[str, Any], **setup: Any) -> dict[str, Any]:
-    """A block of a stage that makes no requests, as a plain Ray task."""
-    return BlockWorker(**setup)(task)
-
-
-def _spans(total: int, size: int) -> list[tuple[int, int]]:
-    return [(start, min(start + size, total)) for start in range(0, total, size)]
-
-
-def _slice(path: Path, start: int, end: int) -> Iterator[Record]:
-    with path.open("rb") as handle:
-        handle.seek(start)
-        for line in handle.read(end - start).splitlines():
-            yield Record.from_json(line)
-
-
-def _record_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """The dedup rows of one block: input position, id and the record's JSON."""
-    start, end = task["bytes"]
-    with open(task["path"], "rb") as handle:
-        handle.seek(start)
-        lines = handle.read(end - start).splitlines()
-    return [{"order": task["first"] + i, "id": Record.from_json(line).id, "record": line} for i, line in enumerate(lines)]
-
-
-def _lines(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        for line in handle:
-            if line.strip():
-                yield line
-
-
-def _read_records(path: Path) -> Iterator[Record]:
-    for line in _lines(path):
-        yield Record.from_json(line)
-
-
-def _request_counts(stats: RunStats) -> dict[str, int]:
-    counts = {name: int(getattr(stats, name)) for name in REQUEST_COUNTERS}
-    counts.update({f"retry:{cause}": n for cause, n in stats.retries.items()})
-    return counts
 
 
 def _add_requests(stats: RunStats, delta: dict[str, int]) -> None:
@@ -348,3 +211,7 @@ def _add_requests(stats: RunStats, delta: dict[str, int]) -> None:
             stats.retries[name.removeprefix("retry:")] += value
         else:
             setattr(stats, name, getattr(stats, name) + value)
+
+
+def _spans(total: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, total)) for start in range(0, total, size)]
