@@ -57,8 +57,9 @@ def run(
     """Run a recipe; re-running the same command resumes where an earlier run stopped."""
     from contextlib import nullcontext
 
-    from synthgen.pipeline import run_locally, run_recipe
+    from synthgen.pipeline import run_recipe
     from synthgen.recipe import load_recipe
+    from synthgen.stages.base import run_locally
 
     recipe = guarded(lambda: load_recipe(recipe_path)).with_backend(
         kind=backend, model=model, base_url=base_url, max_concurrency=max_concurrency
@@ -134,7 +135,8 @@ def dedup(
 
     from pydantic import ValidationError
 
-    from synthgen.dedup.file import StageRun, dedup_file, run_here
+    from synthgen.dedup.file import dedup_file
+    from synthgen.stages.base import StageExecutor, run_locally
     from synthgen.stages.dedup import MinHashDedupParams
     from synthgen.stages.source import Source, SourceConfig
 
@@ -148,13 +150,13 @@ def dedup(
         raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
     source = SourceConfig(path=str(input_path))
     total = guarded(lambda: Source(source, input_path).estimate())
-    run: StageRun = run_here
+    run: StageExecutor = run_locally
     session: AbstractContextManager[None] = nullcontext()
     if engine == "ray":
         from synthgen.engine.ray_engine import dedup_on_ray, ray_session, require_ray
 
         guarded(require_ray)
-        run, session = (lambda stage, records: dedup_on_ray(stage, records, max(1, block_size))), ray_session(address)
+        run, session = (lambda stage, records, _: dedup_on_ray(stage, records, max(1, block_size))), ray_session(address)
     elif engine != "local":
         raise typer.BadParameter(f"--engine must be local or ray, not {engine!r}")
     with session, Progress(BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:

@@ -21,12 +21,10 @@ from synthgen.record import Record
 from synthgen.rundir import JsonlWriter, RunDir, write_atomic
 from synthgen.runtime import Runtime
 from synthgen.stages import STAGES, Stage, StageContext
-from synthgen.stages.base import RejectSink, discard_rejects
+from synthgen.stages.base import RejectSink, StageExecutor, discard_rejects, run_locally
 from synthgen.stages.generate import Generate, GenerateParams
 from synthgen.stages.source import Source
 from synthgen.stats import RunStats, StageCounts
-
-StageExecutor = Callable[[Stage, Iterable[Record], str], Iterable[Record]]  # (stage, its input, its fingerprint)
 
 
 @dataclass
@@ -108,11 +106,6 @@ def open_runtime(recipe: Recipe, run_dir: RunDir, stats: RunStats, stack: ExitSt
     stack.callback(lambda: loop.run(backend.aclose()))
     return Runtime(CachedBackend(backend, cache, stats), loop, recipe.backend.model, recipe.backend.kind,
                    max_pending=recipe.backend.max_pending())
-
-
-def run_locally(stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterable[Record]:
-    """The local engine: the stage runs in this process over the stream."""
-    return stage.run(records)
 
 
 def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: int | None = None,

@@ -15,7 +15,7 @@ import orjson
 
 from synthgen.record import Record
 from synthgen.rundir import JsonlWriter
-from synthgen.stages.base import Stage, StageContext
+from synthgen.stages.base import Stage, StageContext, StageExecutor, run_locally
 from synthgen.stages.dedup import ExactDedup, ExactDedupParams, MinHashDedup, MinHashDedupParams
 from synthgen.stages.source import Source, SourceConfig
 
@@ -34,16 +34,8 @@ class DedupSummary:
         return dict(sorted(Counter(n + 1 for n in self.duplicates_per_kept.values()).items()))
 
 
-StageRun = Callable[[Stage, Iterable[Record]], Iterable[Record]]
-
-
-def run_here(stage: Stage, records: Iterable[Record]) -> Iterable[Record]:
-    """The stage in this process, streaming."""
-    return stage.run(records)
-
-
 def dedup_file(source: SourceConfig, out: Path, near: MinHashDedupParams, exact: bool = True,
-               on_record: Callable[[], None] | None = None, run: StageRun = run_here) -> DedupSummary:
+               on_record: Callable[[], None] | None = None, run: StageExecutor = run_locally) -> DedupSummary:
     """Stream `source` through exact and near dedup into `out`; files appear only when complete. `run` runs each
     dedup stage (here, or e.g. on Ray, spilling to a temporary folder beside `out`). Rejects are listed exact
     duplicates first, then near duplicates, each in input order, whichever way the stages ran."""
@@ -59,7 +51,7 @@ def dedup_file(source: SourceConfig, out: Path, near: MinHashDedupParams, exact:
         records: Iterable[Record] = _counted(iter(Source(source, Path(source.path))), summary, lines, on_record)
         for stage, writer in zip(stages, writers, strict=True):
             stage.ctx.reject = partial(_reject, writer, summary, lines)
-            records = run(stage, records)
+            records = run(stage, records, "")  # no checkpoints here: no fingerprint
         try:
             summary.kept = _write_rows((record.fields for record in records), out)
         except BaseException:

@@ -77,6 +77,14 @@ class Filter(Stage):
                 self.ctx.reject(record, verdict if isinstance(verdict, str) else self.reason, None)
 
 
+StageExecutor = Callable[[Stage, Iterable[Record], str], Iterable[Record]]  # (stage, its input, its fingerprint)
+
+
+def run_locally(stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterable[Record]:
+    """The local engine: the stage runs in this process over the stream."""
+    return stage.run(records)
+
+
 STAGES: dict[str, type[Stage]] = {}
 
 
