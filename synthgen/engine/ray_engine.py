@@ -88,10 +88,9 @@ class RayExecutor:
 
     def _in_blocks(self, stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterator[Record]:
         """The stage on the actor pool, block by block; outputs and rejects come back in input order."""
-        import ray
 
-        folder = stage.ctx.workdir / f"{stage.ctx.label}.blocks" if stage.ctx.workdir else None
-        assert folder is not None, "the Ray engine needs a run directory"
+        assert stage.ctx.workdir is not None, "the Ray engine needs a run directory"
+        folder = stage.ctx.workdir / f"{stage.ctx.label}.blocks"
         folder.mkdir(exist_ok=True)
         if isinstance(stage, Generate) and stage.params.count is not None:
             for _ in records:  # a first stage: its input stream is empty
@@ -104,7 +103,7 @@ class RayExecutor:
         for task in tasks:
             task["fingerprint"] = content_hash([fingerprint, task])
         if tasks:
-            for done in self._map(ray.data.from_items(tasks, override_num_blocks=len(tasks)), stage, folder).iter_rows():
+            for done in self._map(tasks, stage, folder).iter_rows():
                 raise_reported(done)
                 _add_requests(stage.ctx.stats, orjson.loads(done["stats"]))
                 yield from read_records(folder / f"{done['block']:06d}.jsonl")
@@ -113,18 +112,19 @@ class RayExecutor:
                     stage.ctx.reject(Record(item["id"], item["fields"], item["meta"]), item["reason"], item["detail"])
         shutil.rmtree(folder)
 
-    def _map(self, tasks: Any, stage: Stage, folder: Path) -> Any:
+    def _map(self, tasks: list[dict[str, Any]], stage: Stage, folder: Path) -> Any:
         """Blocks of a generating stage go to a pool of actors, each with its backend kept warm across blocks;
         blocks of a stage without requests (a filter, a transform) are plain tasks."""
         import ray
 
+        blocks = ray.data.from_items(tasks, override_num_blocks=len(tasks))
         setup = {"recipe": self.recipe, "run_path": str(self.run_path), "index": stage.ctx.index, "limit": self.limit,
                  "folder": str(folder)}
         if not isinstance(stage, Generate):
-            return tasks.map(run_block, fn_kwargs=setup)
-        size = min(self.options.workers, tasks.count())
-        return tasks.map(BlockWorker, fn_constructor_kwargs={**setup, "with_backend": True},  # type: ignore[arg-type]
-                         compute=ray.data.ActorPoolStrategy(size=size), num_gpus=self.options.gpus_per_worker)
+            return blocks.map(run_block, fn_kwargs=setup)
+        return blocks.map(BlockWorker, fn_constructor_kwargs={**setup, "with_backend": True},  # type: ignore[arg-type]
+                          compute=ray.data.ActorPoolStrategy(size=min(self.options.workers, len(tasks))),
+                          num_gpus=self.options.gpus_per_worker)
 
     def _embedded_first(self, stage: EmbeddingStage, records: Iterable[Record]) -> Iterator[Record]:
         """Embeddings computed on Ray actors (one GPU each when the cluster has GPUs) into the run's embedding
