@@ -2,7 +2,7 @@
 
 The local pipeline stays the driver: it resumes from stage checkpoints, counts, and writes rejects and the
 dataset exactly as without Ray. What changes is where a stage runs:
-- row-wise stages (generate, filters, explode, select_fields) run on a pool of Ray actors, one block of
+- row-wise stages (generate, filters, transforms, masking) run on a pool of Ray actors, one block of
   records (or of draws) per task. Each actor builds the stage with its own backend over the run's request
   cache, and each finished block is checkpointed in `checkpoints/<stage>.blocks/`, so a killed job resumes
   block by block, and within a block request by request (Ray Data has no resume of its own);

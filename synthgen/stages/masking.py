@@ -76,6 +76,7 @@ class MaskPii(Stage):
     """Replaces PII by typed placeholders in place; `meta.masked` counts what was replaced."""
 
     name = "mask_pii"
+    row_wise = True
     Params = MaskParams
     params: MaskParams
 
@@ -124,6 +125,7 @@ class PerturbNumbers(Stage):
     """Numeric and date perturbation within configured bounds, seeded per record."""
 
     name = "perturb_numbers"
+    row_wise = True
     Params = PerturbParams
     params: PerturbParams
 
@@ -151,6 +153,7 @@ class MaskTokens(Stage):
     """Infilling data: the original stays in `field`, the masked or corrupted copy goes to `into`."""
 
     name = "mask_tokens"
+    row_wise = True
     Params = TokenMaskParams
     params: TokenMaskParams
 
