@@ -6,6 +6,7 @@ import shlex
 import sys
 import threading
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -23,6 +24,13 @@ taxonomy_app = typer.Typer(no_args_is_help=True, help="Inspect task taxonomies."
 app.add_typer(taxonomy_app, name="taxonomy")
 console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
+
+
+class Engine(str, Enum):
+    """Where a run's stages execute."""
+
+    local = "local"
+    ray = "ray"
 
 
 def guarded(action: Callable[[], T]) -> T:
@@ -48,7 +56,7 @@ def run(
     out: Annotated[Path | None, typer.Option(help="run directory (default outputs/<recipe name>)")] = None,
     fresh: Annotated[bool, typer.Option(help="discard the run directory's earlier results and cache")] = False,
     dry_run: Annotated[bool, typer.Option(help="print the estimate (requests, tokens) and stop")] = False,
-    engine: Annotated[str, typer.Option(help="local (this process) or ray (a local Ray, or the cluster at --address)")] = "local",
+    engine: Annotated[Engine, typer.Option(help="local, or ray (local Ray or cluster at --address)")] = Engine.local,
     address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. auto or ray://head:10001")] = None,
     workers: Annotated[int, typer.Option(help="Ray actors per row-wise stage")] = 2,
     block_size: Annotated[int, typer.Option(help="records per Ray task")] = 512,
@@ -70,11 +78,8 @@ def run(
     run_dir = out or Path("outputs") / recipe.name
     stats = RunStats()
     command = " ".join(["synthgen", *map(shlex.quote, sys.argv[1:])])
-    if engine not in ("local", "ray"):
-        console.print(f"[bold red]error:[/] --engine must be local or ray, not {escape(engine)!r}")
-        raise typer.Exit(2)
     engine_context: Any = nullcontext(run_locally)
-    if engine == "ray":
+    if engine is Engine.ray:
         from synthgen.engine.ray_engine import RayExecutor, RayOptions
 
         options = RayOptions(address, max(1, workers), max(1, block_size), gpus_per_worker=gpus_per_worker)
@@ -126,7 +131,7 @@ def dedup(
     keep: Annotated[str, typer.Option(help="which of a duplicate cluster survives: first or longest")] = "first",
     exact: Annotated[bool, typer.Option(help="drop exact duplicates (normalised text) first")] = True,
     decontaminate: Annotated[list[Path] | None, typer.Option(help="evaluation file to drop near matches of; repeatable")] = None,
-    engine: Annotated[str, typer.Option(help="local, or ray (distributed; a local Ray or the cluster at --address)")] = "local",
+    engine: Annotated[Engine, typer.Option(help="local, or ray (local Ray or cluster at --address)")] = Engine.local,
     address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. auto")] = None,
     block_size: Annotated[int, typer.Option(help="rows per Ray block")] = 10_000,
 ) -> None:
@@ -152,13 +157,11 @@ def dedup(
     total = guarded(lambda: Source(source, input_path).estimate())
     run: StageExecutor = run_locally
     session: AbstractContextManager[None] = nullcontext()
-    if engine == "ray":
+    if engine is Engine.ray:
         from synthgen.engine.ray_engine import dedup_on_ray, ray_session, require_ray
 
         guarded(require_ray)
         run, session = (lambda stage, records, _: dedup_on_ray(stage, records, max(1, block_size))), ray_session(address)
-    elif engine != "local":
-        raise typer.BadParameter(f"--engine must be local or ray, not {engine!r}")
     with session, Progress(BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("dedup", total=total)
         summary = guarded(lambda: dedup_file(source, out, params, exact, lambda: progress.advance(task), run))

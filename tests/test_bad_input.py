@@ -149,6 +149,12 @@ def test_unreachable_base_url(tmp_path: Path) -> None:
     assert_clean_failure(code, message, out, "cannot connect to http://127.0.0.1:9/v1", "--base-url")
 
 
+def test_unknown_engine(tmp_path: Path) -> None:
+    code, message, out = run(tmp_path, BASE, "--engine", "spark")
+    assert code == 2
+    assert_clean_failure(code, message, out, "--engine", "'spark'")
+
+
 def test_output_directory_not_writable(tmp_path: Path) -> None:
     (tmp_path / "blocker").write_text("a file where a folder should be")
     result = CliRunner().invoke(app, ["run", "recipes/quickstart.yaml", "--out", str(tmp_path / "blocker" / "run")])
