@@ -2,6 +2,14 @@
 
 A re-run, or a run resumed after a crash, replays every finished request from here at no cost.
 Only the completion is stored, never headers or credentials.
+
+The key is sha256 of [backend identity, request key]:
+- backend identity (`BackendConfig.identity`): the kind, its `options`, the simulator's settings for `sim`, and
+  the base URL without credentials for HTTP backends; so an answer from one server is never served for another;
+- request key (`ChatRequest.key`): model name, messages as rendered, sampling parameters (with the per-request
+  seed, itself derived from the recipe seed, the stage's name and the record's id, never the stage's position),
+  JSON schema, sample index and attempt.
+Nothing else: concurrency, timeouts, retries, rate limits and the run directory do not change an answer.
 """
 
 from __future__ import annotations
@@ -9,9 +17,11 @@ from __future__ import annotations
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from synthgen.backends.base import Backend, ChatRequest, Completion
 from synthgen.errors import RunDirError
+from synthgen.hashing import content_hash
 from synthgen.stats import RunStats
 
 _SCHEMA = """
@@ -25,26 +35,60 @@ CREATE TABLE IF NOT EXISTS completions (
 """
 
 
-def connect(path: Path, schema: str, failure: str) -> sqlite3.Connection:
-    """An autocommit SQLite connection in WAL mode with `schema` applied, usable from any thread; an
-    unreadable file raises RunDirError with `failure` (formatted with {error}). Several processes may share one
-    file (the Ray engine's workers): a writer waits up to 60 s for another's transaction."""
+def connect(path: Path, schema: str, what: str) -> sqlite3.Connection:
+    """An autocommit SQLite connection in WAL mode with `schema` (one CREATE TABLE) applied, usable from any
+    thread. A damaged, foreign or locked file raises RunDirError naming `what` (e.g. 'request cache') and the fix;
+    the file is never deleted or changed. Several processes may share one file (the Ray engine's workers): once
+    open, a writer waits up to 60 s for another's transaction."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
     try:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=60)
+        found = _tables(db)
+        if found and found != _expected_tables(schema):
+            shown = "; ".join(f"{name}({', '.join(columns)})" for name, columns in sorted(found.items()))
+            raise RunDirError(f"{path}: not a synthgen {what} (its tables: {shown}); synthgen leaves it as it is: "
+                              "move it elsewhere or choose another --out")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(schema)
+        db.execute("PRAGMA busy_timeout=60000")
+    except sqlite3.OperationalError as exc:
+        db.close()
+        if "locked" not in str(exc) and "busy" not in str(exc):
+            raise RunDirError(f"{path}: {what} is unreadable ({exc})") from None
+        raise RunDirError(f"{path}: the {what} is locked by another process ({exc}); the cache is intact: wait for "
+                          "that process to finish or stop it, then run again") from None
     except sqlite3.DatabaseError as exc:
-        raise RunDirError(f"{path}: " + failure.format(error=exc)) from None
+        db.close()
+        raise RunDirError(f"{path}: {what} is unreadable ({exc}): the file is damaged or not a SQLite database. "
+                          "synthgen does not delete it: move it aside (to keep it), or re-run with --fresh to "
+                          "start over without it") from None
     return db
+
+
+def _tables(db: sqlite3.Connection) -> dict[str, list[str]]:
+    """Table name -> column names."""
+    query = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+    names = [row[0] for row in db.execute(query)]
+    return {name: [row[0] for row in db.execute("SELECT name FROM pragma_table_info(?)", (name,))] for name in names}
+
+
+def _expected_tables(schema: str) -> dict[str, list[str]]:
+    """The tables an empty database gets from `schema`."""
+    db = sqlite3.connect(":memory:")
+    try:
+        db.execute(schema)
+        return _tables(db)
+    finally:
+        db.close()
 
 
 class RequestCache:
     """Content-addressed store of completions; safe to share between threads of one process."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, backend_identity: dict[str, Any]) -> None:
         self.path = Path(path)
-        self._db = connect(self.path, _SCHEMA, "request cache is unreadable ({error}); delete it or use --fresh")
+        self.backend_identity = content_hash(backend_identity)
+        self._db = connect(self.path, _SCHEMA, "request cache")
         self._lock = threading.Lock()
 
     def get(self, request: ChatRequest) -> Completion | None:
@@ -52,7 +96,7 @@ class RequestCache:
         with self._lock:
             row = self._db.execute(
                 "SELECT text, finish_reason, prompt_tokens, completion_tokens FROM completions WHERE key = ?",
-                (request.key(),),
+                (self.key(request),),
             ).fetchone()
         if row is None:
             return None
@@ -63,9 +107,13 @@ class RequestCache:
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO completions VALUES (?, ?, ?, ?, ?)",
-                (request.key(), completion.text, completion.finish_reason,
+                (self.key(request), completion.text, completion.finish_reason,
                  completion.prompt_tokens, completion.completion_tokens),
             )
+
+    def key(self, request: ChatRequest) -> str:
+        """The cache key of `request` sent to this cache's backend (see the module docstring)."""
+        return content_hash([self.backend_identity, request.key()])
 
     def __len__(self) -> int:
         with self._lock:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import shlex
+import signal
 import sys
 import threading
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from types import FrameType
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -16,7 +20,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from synthgen.errors import SynthgenError
+from synthgen.errors import StageFailure, SynthgenError
 from synthgen.stats import RunStats
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -24,6 +28,7 @@ taxonomy_app = typer.Typer(no_args_is_help=True, help="Inspect task taxonomies."
 app.add_typer(taxonomy_app, name="taxonomy")
 console = Console(stderr=True, soft_wrap=True)
 T = TypeVar("T")
+_options = {"debug": False}  # the app's own options, set by `main` on every invocation
 
 
 class Engine(str, Enum):
@@ -33,16 +38,60 @@ class Engine(str, Enum):
     ray = "ray"
 
 
+@app.callback()
+def main(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an internal error")] = False) -> None:
+    """Options for every command (the app's help is the module docstring)."""
+    _options["debug"] = debug
+
+
 def guarded(action: Callable[[], T]) -> T:
-    """Run `action`; a SynthgenError becomes a one-line message and exit code 2."""
+    """Run `action`; a SynthgenError becomes a one-line message and exit code 2; any other exception (a bug) a
+    one-line message and exit code 1, with its traceback under --debug."""
     try:
         return action()
     except SynthgenError as exc:
         console.print("[bold red]error:[/] " + escape(str(exc)), highlight=False)
-        raise typer.Exit(2) from None
+        if not isinstance(exc, StageFailure):
+            raise typer.Exit(2) from None
+        _internal_error(exc)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; re-run the same command to resume[/]")
         raise typer.Exit(130) from None
+    except Exception as exc:
+        console.print(f"[bold red]error:[/] internal error: {escape(type(exc).__name__)}: {escape(str(exc))}",
+                      highlight=False)
+        _internal_error(exc)
+
+
+def _internal_error(exc: Exception) -> NoReturn:
+    """After the one-line message of an unexpected error: its traceback (chain included) with --debug, exit 1."""
+    if _options["debug"]:
+        console.print("".join(traceback.format_exception(exc)), markup=False, highlight=False)
+    else:
+        console.print("re-run with --debug for the traceback", highlight=False)
+    raise typer.Exit(1) from None
+
+
+def _base_url_option(url: str | None) -> str | None:
+    from synthgen.backends.factory import check_base_url
+
+    try:
+        return None if url is None else check_base_url(url)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (kill, docker stop, a scheduler's time limit) stops the block as Ctrl-C does: cleanly, resumable."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -50,16 +99,21 @@ def run(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
     backend: Annotated[str | None, typer.Option(help="backend kind: openai, sim, vllm, transformers, or a plugin's")] = None,
     model: Annotated[str | None, typer.Option(help="model name sent to the backend")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1")] = None,
-    max_concurrency: Annotated[int | None, typer.Option(help="requests in flight")] = None,
-    limit: Annotated[int | None, typer.Option(help="use only the first N input records (or N draws)")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1",
+                                                 callback=_base_url_option)] = None,
+    max_concurrency: Annotated[int | None, typer.Option(min=1, help="requests in flight")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="use only the first N input records (or N draws)")] = None,
     out: Annotated[Path | None, typer.Option(help="run directory (default outputs/<recipe name>)")] = None,
     fresh: Annotated[bool, typer.Option(help="discard the run directory's earlier results and cache")] = False,
     dry_run: Annotated[bool, typer.Option(help="print the estimate (requests, tokens) and stop")] = False,
+    retry_rejects: Annotated[bool, typer.Option(
+        "--retry-rejects/--keep-rejects",
+        help="re-send requests an earlier run lost to a transient backend failure (timeout, 5xx, dropped connection)",
+    )] = True,
     engine: Annotated[Engine, typer.Option(help="local, or ray (local Ray or cluster at --address)")] = Engine.local,
     address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. auto or ray://head:10001")] = None,
-    workers: Annotated[int, typer.Option(help="Ray actors per row-wise stage")] = 2,
-    block_size: Annotated[int, typer.Option(help="records per Ray task")] = 512,
+    workers: Annotated[int, typer.Option(min=1, help="Ray actors per row-wise stage")] = 2,
+    block_size: Annotated[int, typer.Option(min=1, help="records per Ray task")] = 512,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray actor (1 for an in-process model per GPU)")] = 0.0,
 ) -> None:
     """Run a recipe; re-running the same command resumes where an earlier run stopped."""
@@ -84,38 +138,42 @@ def run(
 
         options = RayOptions(address, max(1, workers), max(1, block_size), gpus_per_worker=gpus_per_worker)
         engine_context = guarded(lambda: RayExecutor(recipe, run_dir, limit, options))
-    with LiveProgress(stats), engine_context as executor:
+    with sigterm_as_interrupt(), LiveProgress(stats), engine_context as executor:
         result = guarded(lambda: run_recipe(recipe, run_dir, fresh=fresh, limit=limit, stats=stats, command=command,
-                                            executor=executor))
+                                            executor=executor, retry_rejects=retry_rejects))
     _print_summary(stats)
     typer.echo(f"dataset: {result.run_dir.dataset_path}  ({result.records} records)")
     typer.echo(f"rejects: {result.run_dir.rejects_path}  ({sum(stats.rejects.values())} records)")
     typer.echo(f"stats:   {result.run_dir.stats_path}")
+    _fail_if_backend_rejected_all(stats, result.records)
+
+
+def _fail_if_backend_rejected_all(stats: RunStats, records: int) -> None:
+    """Exit 1 when this run kept nothing and every record it dropped was lost to the backend (a broken server)."""
+    from synthgen.stages.base import is_transient_reject
+
+    if records or not stats.rejects or not all(map(is_transient_reject, stats.rejects)):
+        return
+    causes = ", ".join(f"{reason} {count}" for reason, count in sorted(stats.rejects.items()))
+    console.print(f"[bold red]error:[/] every request failed at the backend: {escape(causes)}; nothing was kept. "
+                  "Fix the server, then re-run the same command: it retries these requests.", highlight=False)
+    raise typer.Exit(1)
 
 
 @app.command()
 def render(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
-    n: Annotated[int, typer.Option("-n", help="how many prompts to show")] = 3,
+    n: Annotated[int, typer.Option("-n", min=1, help="how many prompts to show")] = 3,
 ) -> None:
     """Print the first generate stage's rendered prompts without calling a backend."""
-    from itertools import islice
-
-    from synthgen.pipeline import build_stages, open_source
+    from synthgen.estimate import first_prompts
     from synthgen.recipe import load_recipe
-    from synthgen.stages.generate import Generate
 
-    def prompts() -> list[tuple[str, list[dict[str, str]]]]:
-        recipe = load_recipe(recipe_path)
-        stages = build_stages(recipe, RunStats(), limit=n)
-        first = stages[0]
-        if not isinstance(first, Generate):
-            raise SynthgenError(f"{recipe_path}: the first stage is '{first.name}'; render shows a first generate stage")
-        source = open_source(recipe)
-        return [(job.leaf.path, job.messages) for job in islice(first.jobs(source or []), n)]
-
-    for index, (leaf, messages) in enumerate(guarded(prompts), start=1):
-        typer.echo(f"--- prompt {index} (leaf: {leaf}) ---")
+    label, prompts, note = guarded(lambda: first_prompts(load_recipe(recipe_path), n))
+    if note:
+        typer.echo(f"{recipe_path}: {note}")
+    for index, (leaf, messages) in enumerate(prompts, start=1):
+        typer.echo(f"--- prompt {index} ({label}, leaf: {leaf}) ---")
         for message in messages:
             typer.echo(f"[{message['role']}]\n{message['content']}\n")
 
@@ -133,7 +191,7 @@ def dedup(
     decontaminate: Annotated[list[Path] | None, typer.Option(help="evaluation file to drop near matches of; repeatable")] = None,
     engine: Annotated[Engine, typer.Option(help="local, or ray (local Ray or cluster at --address)")] = Engine.local,
     address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. auto")] = None,
-    block_size: Annotated[int, typer.Option(help="rows per Ray block")] = 10_000,
+    block_size: Annotated[int, typer.Option(min=1, help="rows per Ray block")] = 10_000,
 ) -> None:
     """Remove exact and near duplicates from a file, with a summary of what was dropped."""
     from contextlib import AbstractContextManager, nullcontext
@@ -162,7 +220,8 @@ def dedup(
 
         guarded(require_ray)
         run, session = (lambda stage, records, _: dedup_on_ray(stage, records, max(1, block_size))), ray_session(address)
-    with session, Progress(BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+    with sigterm_as_interrupt(), session, \
+            Progress(BarColumn(bar_width=30), MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
         task = progress.add_task("dedup", total=total)
         summary = guarded(lambda: dedup_file(source, out, params, exact, lambda: progress.advance(task), run))
     table = Table(title="dedup summary")

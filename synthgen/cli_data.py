@@ -40,7 +40,7 @@ def print_estimate(recipe_path: Path, limit: int | None, price_in: float, price_
 @app.command()
 def estimate(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
-    limit: Annotated[int | None, typer.Option(help="as for `run --limit`")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="as for `run --limit`")] = None,
     price_in: Annotated[float, typer.Option(help="US$ per million input tokens")] = 0.0,
     price_out: Annotated[float, typer.Option(help="US$ per million output tokens")] = 0.0,
 ) -> None:
@@ -81,7 +81,7 @@ def export_command(
 @app.command()
 def show(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a run directory")],
-    n: Annotated[int, typer.Option("-n", help="how many records")] = 5,
+    n: Annotated[int, typer.Option("-n", min=1, help="how many records")] = 5,
     rejects: Annotated[bool, typer.Option("--rejects", help="show dropped records and why")] = False,
 ) -> None:
     """Print sample records with their provenance."""

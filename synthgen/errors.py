@@ -7,7 +7,8 @@
     ├── BackendError         talking to a model backend failed
     │   ├── FatalBackendError      a 4xx that retrying cannot fix (bad key, unknown model, context too long)
     │   └── RetryableBackendError  429, 5xx, timeouts, dropped connections, malformed bodies
-    └── RunDirError          the run directory is locked by another run or not writable
+    ├── RunDirError          the run directory is locked by another run or not writable
+    └── StageFailure         a stage hit an unexpected error (a bug): names the stage and the record; chains it
 """
 
 from __future__ import annotations
@@ -65,3 +66,12 @@ class RetryableBackendError(BackendError):
 
 class RunDirError(SynthgenError):
     """The run directory cannot be used (locked by another run, or not writable)."""
+
+
+class StageFailure(SynthgenError):
+    """An unexpected exception (not a SynthgenError) inside a stage; the original is chained as `__cause__`."""
+
+    def __init__(self, stage: str, record: str | None, error: BaseException) -> None:
+        self.stage, self.record = stage, record
+        where = f"stage {stage}" + (f" (record {record})" if record else " (before its first record)")
+        super().__init__(f"internal error in {where}: {type(error).__name__}: {error}")

@@ -10,6 +10,7 @@ Stages whose request count depends on outputs (loops, fan-outs) are reported as 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 
 from synthgen.pipeline import build_stages, limited, open_source
 from synthgen.recipe import Recipe
@@ -93,3 +94,20 @@ def estimate_recipe(recipe: Recipe, limit: int | None = None) -> list[StageEstim
                 inputs, count = outputs, len(outputs)
             estimates.append(StageEstimate(label, 0, 0, 0, "no requests"))
     return estimates
+
+
+def first_prompts(recipe: Recipe, n: int) -> tuple[str, list[tuple[str, list[dict[str, str]]]], str]:
+    """Up to `n` rendered prompts of the recipe's first generate stage, without calling a backend: (its label,
+    [(leaf path, messages)], ""), the earlier stages that make no requests (chunking, dedup, ...) run on the real
+    input first. When a stage whose prompts depend on model outputs comes first, or no stage renders prompts,
+    no prompts and a note saying why."""
+    inputs: list[Record] = list(limited(open_source(recipe), n))
+    for stage in build_stages(recipe, RunStats(), limit=n):
+        if isinstance(stage, Generate):
+            prompts = [(job.leaf.path, job.messages) for job in islice(stage.jobs(inputs), n)]
+            return stage.ctx.label, prompts, ""
+        if not stage.predictable:
+            note = "builds its prompts while it runs (from model or embedding outputs); nothing to render before a run"
+            return stage.ctx.label, [], f"{stage.ctx.label} {note}"
+        inputs = list(stage.run(inputs))
+    return "", [], "no stage of this recipe renders prompts (none is a generate stage)"

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
+from synthgen import __version__
 from synthgen.config import StrictModel
 from synthgen.errors import ConfigError, RunDirError
 from synthgen.hashing import stable_int
 from synthgen.record import Record
+from synthgen.rundir import EXPORT_MARKER, write_error
 
 Layout = Literal["records", "messages", "alpaca", "sharegpt", "triplets", "pairs", "text"]
 Row = dict[str, Any]
@@ -35,10 +37,25 @@ class ExportConfig(StrictModel):
     push_to_hub: str | None = Field(default=None, description="repo id; the token is read from `token_env`")
     token_env: str = "HF_TOKEN"
 
+    @field_validator("fields")
+    @classmethod
+    def _known_roles(cls, fields: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        layout = info.data.get("layout", "records")
+        unknown = sorted(set(fields) - set(LAYOUT_ROLES[layout]))
+        if unknown:
+            known = ", ".join(LAYOUT_ROLES[layout]) or "none (it writes every field as is)"
+            raise ValueError(f"the {layout} layout has no role {', '.join(map(repr, unknown))}; its roles: {known}")
+        return fields
+
 
 ROLE_DEFAULTS = {
     "instruction": "instruction", "input": "input", "output": "response", "system": "system",
     "anchor": "anchor", "positive": "positive", "negative": "negative", "text": "text",
+}
+LAYOUT_ROLES: dict[str, tuple[str, ...]] = {  # the roles each layout reads, i.e. the keys `fields` may rename
+    "records": (), "messages": ("instruction", "input", "output", "system"), "alpaca": ("instruction", "input", "output"),
+    "sharegpt": ("instruction", "input", "output"), "triplets": ("anchor", "positive", "negative"),
+    "pairs": ("anchor", "positive"), "text": ("text",),
 }
 
 
@@ -122,8 +139,12 @@ LAYOUTS: dict[str, Callable[[Record, ExportConfig], Row | None]] = {
 
 def export_records(records: Iterable[Record], config: ExportConfig, out: Path,
                    card: Callable[[ExportResult], str] | None = None) -> ExportResult:
-    """Write `records` in `config`'s layout and format to the folder `out` (replacing it), with README.md."""
+    """Write `records` in `config`'s layout and format to the folder `out`, with README.md. `out` may replace
+    only an empty folder or an earlier export (marked by a .synthgen-export file): never a folder of the user's."""
     token = _hub_token(config) if config.push_to_hub else None
+    tmp = out.with_name(out.name + ".tmp")
+    for folder in (out, tmp):
+        _refuse_foreign(folder)
     splits: dict[str, list[Row]] = {"train": [], "test": []}
     result = ExportResult(out)
     to_row = LAYOUTS[config.layout]
@@ -136,10 +157,11 @@ def export_records(records: Iterable[Record], config: ExportConfig, out: Path,
         splits["test" if in_test else "train"].append(row)
     splits = {name: rows for name, rows in splits.items() if rows or name == "train"}
     result.rows = {name: len(rows) for name, rows in splits.items()}
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
+        if tmp.exists():
+            shutil.rmtree(tmp)  # an earlier export's leftover (checked above)
         tmp.mkdir(parents=True)
+        (tmp / EXPORT_MARKER).write_bytes(orjson.dumps({"synthgen": __version__}))
         _write(splits, config, tmp)
         if card is not None:
             (tmp / "README.md").write_text(card(result), encoding="utf-8")
@@ -148,10 +170,20 @@ def export_records(records: Iterable[Record], config: ExportConfig, out: Path,
         tmp.rename(out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RunDirError(f"{out}: cannot write the export ({exc.strerror})") from None
+        raise write_error(out, exc, "cannot write the export") from None
     if config.push_to_hub and token:
         _dataset_dict(splits).push_to_hub(config.push_to_hub, token=token)
     return result
+
+
+def _refuse_foreign(folder: Path) -> None:
+    """Refuse to replace `folder` unless it is absent, an empty folder, or an earlier export."""
+    if not folder.exists() and not folder.is_symlink():
+        return
+    if folder.is_dir() and not folder.is_symlink() and ((folder / EXPORT_MARKER).is_file() or not any(folder.iterdir())):
+        return
+    raise RunDirError(f"{folder}: exists and was not written by synthgen export (no {EXPORT_MARKER} in it); "
+                      "refusing to replace it: choose another export folder")
 
 
 def _write(splits: dict[str, list[Row]], config: ExportConfig, folder: Path) -> None:

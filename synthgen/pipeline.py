@@ -4,24 +4,26 @@ and resumes from the last valid checkpoint (generation itself resumes through th
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from synthgen.aio import LoopThread
 from synthgen.backends.factory import BackendContext, create_backend
 from synthgen.cache import CachedBackend, RequestCache
-from synthgen.errors import ConfigError
-from synthgen.hashing import content_hash
+from synthgen.errors import ConfigError, RunDirError, StageFailure, SynthgenError
+from synthgen.fingerprint import stage_fingerprints
 from synthgen.recipe import Recipe
 from synthgen.record import Record
 from synthgen.rundir import JsonlWriter, RunDir, write_atomic
 from synthgen.runtime import Runtime
 from synthgen.stages import STAGES, Stage, StageContext
-from synthgen.stages.base import RejectSink, StageExecutor, discard_rejects, run_locally
+from synthgen.stages.base import RejectSink, StageExecutor, discard_rejects, is_transient_reject, run_locally
 from synthgen.stages.generate import Generate, GenerateParams
 from synthgen.stages.source import Source
 from synthgen.stats import RunStats, StageCounts
@@ -89,16 +91,23 @@ def build_stage(
         )
     label = f"{index:02d}-{spec.name}"
     ctx = StageContext(
-        label=label, index=index, seed=recipe.seed, recipe_path=recipe.path,
+        label=label, key=stage_key(recipe, index), index=index, seed=recipe.seed, recipe_path=recipe.path,
         prompts_dir=recipe.resolve(recipe.prompts_dir), resolve=recipe.resolve, stats=stats,
         reject=reject_sink(label) if reject_sink else discard_rejects, runtime=runtime, workdir=workdir,
     )
     return STAGES[spec.name](params, ctx)
 
 
+def stage_key(recipe: Recipe, index: int) -> str:
+    """The position-independent name of stage `index`: its kind, numbered from the second stage of that kind."""
+    name = recipe.stage_specs[index].name
+    occurrence = sum(spec.name == name for spec in recipe.stage_specs[: index + 1])
+    return name if occurrence == 1 else f"{name}.{occurrence}"
+
+
 def open_runtime(recipe: Recipe, run_dir: RunDir, stats: RunStats, stack: ExitStack) -> Runtime:
     """The recipe's backend behind the run directory's request cache, on its own event loop; `stack` closes them."""
-    cache = RequestCache(run_dir.cache_path)
+    cache = RequestCache(run_dir.cache_path, recipe.backend.identity())
     stack.callback(cache.close)
     loop = LoopThread()
     stack.callback(loop.close)
@@ -110,46 +119,62 @@ def open_runtime(recipe: Recipe, run_dir: RunDir, stats: RunStats, stack: ExitSt
 
 def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: int | None = None,
                stats: RunStats | None = None, command: str | None = None,
-               executor: StageExecutor = run_locally) -> RunResult:
+               executor: StageExecutor = run_locally, retry_rejects: bool = True) -> RunResult:
     """Run `recipe` into the run directory `out`, resuming whatever an earlier run there finished;
-    `command` (the command line that started it) is recorded in the frozen recipe for the dataset card, and
-    `executor` runs each stage over its input (here, or on an engine such as Ray)."""
+    `command` (the command line that started it) is recorded in the frozen recipe for the dataset card,
+    `executor` runs each stage over its input (here, or on an engine such as Ray), and `retry_rejects` re-runs
+    the stages that rejected records for a transient backend failure (timeouts, 5xx, dropped connections).
+    `stats` counts this attempt; stats.json sums every attempt in the run directory. A run whose stages are
+    all done is left as it is; recipe.yaml, dataset, rejects and stats are replaced only when a run succeeds."""
     stats = stats or RunStats()
     run_dir = RunDir(out).open(fresh)
     with run_dir, ExitStack() as stack:
-        frozen = recipe.model_dump(mode="json", by_alias=True)
-        frozen["stages"] = [{spec.name: spec.params.model_dump(mode="json", by_alias=True, exclude_none=True)}
-                            for spec in recipe.stage_specs]  # every parameter spelled out, defaults included
-        run_dir.write_recipe({**frozen, "run": {"limit": limit, "command": command}})
-        source = open_source(recipe)
-        runtime = open_runtime(recipe, run_dir, stats, stack)
-        rejects = _RejectLog(stats)
-        stages = build_stages(recipe, stats, limit=limit, runtime=runtime, reject_sink=rejects.sink,
-                              workdir=run_dir.checkpoints)
-        fingerprints = _fingerprints(recipe, stages, source, limit)
-        start = _resume_point(run_dir, stages, fingerprints, stats)
-        stats.expected_requests = _expected_requests(stages, source, limit, start)
+        state, rejects = run_dir.read_state(), _RejectLog(stats)
+        try:
+            source = open_source(recipe)
+            runtime = open_runtime(recipe, run_dir, stats, stack)
+            stages = build_stages(recipe, stats, limit=limit, runtime=runtime, reject_sink=rejects.sink,
+                                  workdir=run_dir.checkpoints)
+            fingerprints = stage_fingerprints(recipe, len(stages), limit)
+            start = _resume_point(run_dir, stages, fingerprints, stats, retry_rejects)
+            if start == len(stages) and state.get("finished") == fingerprints[-1] and run_dir.dataset_path.exists():
+                with run_dir.dataset_path.open("rb") as handle:
+                    return RunResult(run_dir, stats, sum(1 for _ in handle))  # finished: nothing to redo or rewrite
+            stats.expected_requests = _expected_requests(stages, source, limit, start)
+            frozen = recipe.model_dump(mode="json", by_alias=True)
+            frozen["stages"] = [{spec.name: spec.params.model_dump(mode="json", by_alias=True, exclude_none=True)}
+                                for spec in recipe.stage_specs]  # every parameter spelled out, defaults included
+            run_dir.write_recipe({**frozen, "run": {"limit": limit, "command": command}})
 
-        stream: Iterable[Record] = _read_checkpoint(run_dir, stages[start - 1]) if start else limited(source, limit)
-        wrappers: list[Generator[Record, None, None]] = []
-        for stage, fingerprint in zip(stages[start:], fingerprints[start:], strict=True):
-            wrappers.append(_checkpointed(stage, stream, run_dir, fingerprint, rejects, executor))
-            stream = wrappers[-1]
-        dataset = JsonlWriter(run_dir.dataset_path)
-        written = 0
-        with _sampling(stats):
-            try:
-                for record in stream:
-                    dataset.write(record)
-                    written += 1
-            except BaseException:
-                dataset.discard()
-                for wrapper in reversed(wrappers):
-                    wrapper.close()
-                raise
-        dataset.commit()
-        _merge_rejects(run_dir, stages)
-        write_atomic(run_dir.stats_path, orjson.dumps(stats.to_dict(), option=orjson.OPT_INDENT_2))
+            stream: Iterable[Record] = _read_checkpoint(run_dir, stages[start - 1]) if start else limited(source, limit)
+            wrappers: list[Generator[Record, None, None]] = []
+            for stage, fingerprint in zip(stages[start:], fingerprints[start:], strict=True):
+                wrappers.append(_checkpointed(stage, stream, run_dir, fingerprint, rejects, executor))
+                stream = wrappers[-1]
+            dataset = JsonlWriter(run_dir.dataset_path)
+            written = 0
+            with _sampling(stats):
+                try:
+                    for record in stream:
+                        dataset.write(record)
+                        written += 1
+                except BaseException:
+                    dataset.discard()
+                    for wrapper in reversed(wrappers):
+                        wrapper.close()
+                    raise
+            dataset.commit()
+            _merge_rejects(run_dir, stages)
+            total = stats.plus(state.get("totals", {}))
+            write_atomic(run_dir.stats_path, orjson.dumps(total.to_dict(), option=orjson.OPT_INDENT_2))
+            run_dir.commit_recipe()
+        except BaseException:
+            for writer in rejects.writers.values():
+                writer.discard()  # a stage's rejects, when its own checkpoint could not be written
+            with suppress(RunDirError):  # what the user must see is the failure, not a second one saving counters
+                run_dir.write_state(stats.totals(state.get("totals")))
+            raise
+        run_dir.write_state(stats.totals(state.get("totals")), finished=fingerprints[-1])
     return RunResult(run_dir, stats, written)
 
 
@@ -179,6 +204,7 @@ class _RejectLog:
     def __init__(self, stats: RunStats) -> None:
         self.stats = stats
         self.writers: dict[str, JsonlWriter] = {}
+        self.transient: Counter[str] = Counter()  # per stage label: rejects a later run retries
 
     def sink(self, label: str) -> RejectSink:
         counts = self.stats.stage(label)
@@ -186,6 +212,7 @@ class _RejectLog:
         def reject(record: Record, reason: str, detail: str | None) -> None:
             counts.rejected += 1
             self.stats.rejects[reason] += 1
+            self.transient[label] += is_transient_reject(reason)
             line = {"id": record.id, "stage": label, "reason": reason, "detail": detail,
                     "fields": record.fields, "meta": record.meta}
             self.writers[label].write_line(orjson.dumps(line))
@@ -205,9 +232,12 @@ def _checkpointed(stage: Stage, records: Iterable[Record], run_dir: RunDir, fing
     output_path, rejects_path, done_path = _checkpoint_paths(run_dir, stage)
     output, rejects.writers[stage.ctx.label] = JsonlWriter(output_path), JsonlWriter(rejects_path)
 
+    last: list[str] = []  # the id of the last record the stage took in, to name it in a StageFailure
+
     def counted(inputs: Iterable[Record]) -> Iterator[Record]:
         for record in inputs:
             counts.records_in += 1
+            last[:] = [record.id]
             yield record
 
     try:
@@ -215,41 +245,41 @@ def _checkpointed(stage: Stage, records: Iterable[Record], run_dir: RunDir, fing
             counts.records_out += 1
             output.write(record)
             yield record
-    except BaseException:
+    except BaseException as exc:
         output.discard()
         rejects.writers[stage.ctx.label].discard()
+        if isinstance(exc, Exception) and not isinstance(exc, SynthgenError):
+            raise StageFailure(stage.ctx.label, last[0] if last else None, exc) from exc
         raise
     output.commit()
     rejects.writers[stage.ctx.label].commit()
-    write_atomic(done_path, orjson.dumps({"fingerprint": fingerprint, "counts": vars(counts)}))
+    write_atomic(done_path, orjson.dumps({"fingerprint": fingerprint, "counts": vars(counts),
+                                          "transient_rejects": rejects.transient[stage.ctx.label]}))
 
 
-def _fingerprints(recipe: Recipe, stages: list[Stage], source: Source | None, limit: int | None) -> list[str]:
-    """Per stage, a hash of everything its output depends on: the recipe up to it and the files it reads."""
-    files = sorted(p for p in recipe.resolve(recipe.prompts_dir).rglob("*") if p.is_file())
-    if source is not None:
-        files.append(source.path)
-    stamps = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
-    head = [recipe.seed, recipe.backend.kind, recipe.backend.model, recipe.source and recipe.source.model_dump(), limit, stamps]
-    prints, chain = [], head
-    for spec in recipe.stage_specs[: len(stages)]:
-        params = spec.params.model_dump(mode="json", by_alias=True)
-        referenced = [recipe.resolve(v) for v in params.values() if isinstance(v, str) and recipe.resolve(v).is_file()]
-        chain = [chain, spec.name, params, [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in referenced]]
-        prints.append(content_hash(chain))
-    return prints
+def _is_current(done: dict[str, Any], fingerprint: str, retry_rejects: bool) -> bool:
+    """A finished stage's checkpoint can be reused: same fingerprint, and (with `retry_rejects`) no record
+    rejected for a transient backend failure, which re-running the stage retries (the rest replays from the cache)."""
+    return done.get("fingerprint") == fingerprint and not (retry_rejects and done.get("transient_rejects"))
 
 
-def _resume_point(run_dir: RunDir, stages: list[Stage], fingerprints: list[str], stats: RunStats) -> int:
-    """Index of the first stage to run: one past the last stage whose checkpoint is complete and current."""
-    for index in range(len(stages) - 1, -1, -1):
-        done_path = _checkpoint_paths(run_dir, stages[index])[2]
-        if done_path.exists() and orjson.loads(done_path.read_bytes()).get("fingerprint") == fingerprints[index]:
-            for earlier in stages[: index + 1]:
-                done = orjson.loads(_checkpoint_paths(run_dir, earlier)[2].read_bytes())
-                stats.stages[earlier.ctx.label] = StageCounts(**done["counts"])
-            return index + 1
-    return 0
+def _resume_point(run_dir: RunDir, stages: list[Stage], fingerprints: list[str], stats: RunStats,
+                  retry_rejects: bool) -> int:
+    """Index of the first stage to run: the first whose checkpoint is missing or not current."""
+    finished = []
+    for stage, fingerprint in zip(stages, fingerprints, strict=True):
+        done_path = _checkpoint_paths(run_dir, stage)[2]
+        if not done_path.exists():
+            break
+        done = orjson.loads(done_path.read_bytes())
+        if not _is_current(done, fingerprint, retry_rejects):
+            break
+        finished.append((stage, done))
+    for stage, done in finished:
+        stats.stages[stage.ctx.label] = StageCounts(**done["counts"])
+        with _checkpoint_paths(run_dir, stage)[1].open("rb") as handle:  # reasons of the stages not run again
+            stats.rejects.update(orjson.loads(line)["reason"] for line in handle)
+    return len(finished)
 
 
 def _read_checkpoint(run_dir: RunDir, stage: Stage) -> Iterator[Record]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, field_validator
 
 from synthgen.backends.factory import BackendConfig
 from synthgen.config import StrictModel, load_yaml, validate
@@ -28,7 +29,7 @@ class Recipe(StrictModel):
     """A run's whole configuration. Relative paths resolve against the recipe's folder, then its parent
     (so `recipes/x.yaml` may name `prompts/...` from the project root), then the working directory."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(description="a plain name: the run directory is outputs/<name>")
     description: str = ""
     seed: int = 0
     prompts_dir: str = "prompts"
@@ -39,6 +40,14 @@ class Recipe(StrictModel):
 
     _path: Path = PrivateAttr(default=Path("recipe.yaml"))
     _specs: list[StageSpec] = PrivateAttr(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*", name):  # so never '.', '..', a path or hidden
+            raise ValueError(f"{name!r} is not a plain name: use letters, digits, '_', '-' and '.', not starting with '.' "
+                             "(it names the run directory outputs/<name>)")
+        return name
 
     @property
     def path(self) -> Path:

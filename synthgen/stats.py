@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,6 +16,11 @@ class StageCounts:
     records_in: int = 0
     records_out: int = 0
     rejected: int = 0
+
+
+_SUMMED = {"planned": "planned_requests", "finished": "finished_requests", "cache_hits": "cache_hits",
+           "http_sent": "http_requests", "http_ok": "http_ok", "prompt_tokens": "prompt_tokens",
+           "completion_tokens": "completion_tokens"}  # totals() key -> RunStats attribute
 
 
 @dataclass
@@ -38,6 +44,7 @@ class RunStats:
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # provider batch id -> status and item counts
     started: float = field(default_factory=time.monotonic)
+    earlier_wall: float = 0.0  # seconds earlier attempts in the same run directory took
 
     def stage(self, name: str) -> StageCounts:
         """The counters of stage `name`, created on first use."""
@@ -47,13 +54,30 @@ class RunStats:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
+    def totals(self, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The counters that add up over the attempts of one run directory, `earlier` ones (this dict) included."""
+        earlier = earlier or {}
+        sums: dict[str, Any] = {key: getattr(self, name) + earlier.get(key, 0) for key, name in _SUMMED.items()}
+        sums["retries"] = dict(Counter(earlier.get("retries", {})) + self.retries)
+        sums["wall_time_s"] = round(self.earlier_wall + self.elapsed + earlier.get("wall_time_s", 0.0), 3)
+        return sums
+
+    def plus(self, earlier: dict[str, Any]) -> RunStats:
+        """A copy with `earlier` (the `totals` of earlier attempts) added: what stats.json reports for the run."""
+        total = copy.deepcopy(self)
+        for key, name in _SUMMED.items():
+            setattr(total, name, getattr(self, name) + earlier.get(key, 0))
+        total.retries.update(earlier.get("retries", {}))
+        total.earlier_wall += earlier.get("wall_time_s", 0.0)
+        return total
+
     def sample(self) -> None:
         """Append (seconds since start, requests finished, tokens) to the timeline."""
         self.timeline.append((round(self.elapsed, 2), self.finished_requests, self.prompt_tokens + self.completion_tokens))
 
     def to_dict(self) -> dict[str, Any]:
         """The stats.json content."""
-        wall = self.elapsed
+        wall = self.earlier_wall + self.elapsed
         return {
             "stages": {name: vars(counts) for name, counts in self.stages.items()},
             "requests": {
@@ -72,3 +96,13 @@ class RunStats:
             "wall_time_s": round(wall, 3),
             "requests_per_s": round(self.finished_requests / wall, 2) if wall > 0 else 0.0,
         }
+
+
+def totals_of(stats_json: dict[str, Any]) -> dict[str, Any]:
+    """RunStats.totals as read back from a stats.json (RunStats.to_dict)."""
+    requests, tokens = stats_json.get("requests", {}), stats_json.get("tokens", {})
+    return {
+        **{key: requests.get(key, 0) for key in ("planned", "finished", "cache_hits", "http_sent", "http_ok")},
+        "retries": requests.get("retries_by_cause", {}), "prompt_tokens": tokens.get("prompt", 0),
+        "completion_tokens": tokens.get("completion", 0), "wall_time_s": stats_json.get("wall_time_s", 0.0),
+    }

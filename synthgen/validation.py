@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import re
 from typing import Any
+from urllib.parse import unquote
 
 import jsonschema
 import orjson
@@ -39,6 +40,7 @@ class OutputSchema:
         except jsonschema.SchemaError as exc:
             path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path)
             raise ConfigError(source, field + path, f"not a valid JSON Schema: {exc.message}") from None
+        _check_refs(schema, schema, source, field)
         return cls(schema)
 
     @classmethod
@@ -72,3 +74,62 @@ class OutputSchema:
         if not isinstance(value, dict):
             raise InvalidOutput("schema_mismatch", f"expected a JSON object, got {type(value).__name__}")
         return value
+
+
+_SAME_INSTANCE = ("allOf", "anyOf", "oneOf", "not", "if", "then", "else")  # subschemas applied to the same value
+
+
+def _check_refs(node: Any, root: dict[str, Any], source: str, field: str) -> None:
+    """Every `$ref` must point inside the schema (`#/...`) at something that exists, and must not lead back to
+    itself through `$ref`s and allOf/anyOf/oneOf/not/if/then/else alone: such a cycle checks the same value
+    forever. Recursion through `properties` or `items` (a tree whose nodes hold nodes) descends into the value
+    and is fine."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_refs(item, root, source, f"{field}[{index}]")
+        return
+    if not isinstance(node, dict):
+        return
+    ref = node.get("$ref")
+    if isinstance(ref, str):
+        _resolve(ref, root, source, f"{field}.$ref")
+        if _loops(node, root, []):
+            raise ConfigError(source, f"{field}.$ref", f"$ref {ref!r} leads into a cycle of references that never "
+                                                       "descends into a property or item")
+    for key, value in node.items():
+        if key not in ("const", "enum", "default", "examples"):
+            _check_refs(value, root, source, f"{field}.{key}")
+
+
+def _resolve(ref: str, root: dict[str, Any], source: str, field: str) -> Any:
+    """The subschema `ref` (a JSON pointer into the schema, e.g. '#/$defs/item') points at."""
+    if not ref.startswith("#") or (ref != "#" and not ref.startswith("#/")):
+        raise ConfigError(source, field, f"$ref {ref!r}: only references inside the schema (#/...) are supported")
+    target: Any = root
+    for part in ref[2:].split("/") if ref != "#" else []:
+        key = unquote(part).replace("~1", "/").replace("~0", "~")
+        if isinstance(target, dict) and key in target:
+            target = target[key]
+        elif isinstance(target, list) and key.isdigit() and int(key) < len(target):
+            target = target[int(key)]
+        else:
+            raise ConfigError(source, field, f"$ref {ref!r} points at nothing: the schema has no {key!r} there")
+    return target
+
+
+def _loops(node: Any, root: dict[str, Any], open_nodes: list[int]) -> bool:
+    """Whether following `$ref`s and same-value keywords from `node` comes back to a node on the way."""
+    if not isinstance(node, dict):
+        return False
+    if id(node) in open_nodes:
+        return True
+    open_nodes.append(id(node))
+    following: list[Any] = []
+    if isinstance(node.get("$ref"), str):
+        following.append(_resolve(node["$ref"], root, "", ""))
+    for key in _SAME_INSTANCE:
+        value = node.get(key)
+        following.extend(value if isinstance(value, list) else [value])
+    found = any(_loops(child, root, open_nodes) for child in following)
+    open_nodes.pop()
+    return found

@@ -19,8 +19,9 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from synthgen.backends.base import Backend
 from synthgen.config import StrictModel, validate
@@ -29,6 +30,7 @@ from synthgen.stats import RunStats
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 ENTRY_POINT_GROUP = "synthgen.backends"
+MAX_RESPONSE_BYTES = 16 * 2**20  # a chat completion is kilobytes; 16 MiB leaves room for n=128 long samples
 OptionsT = TypeVar("OptionsT", bound=StrictModel)
 
 
@@ -59,13 +61,37 @@ class BackendConfig(StrictModel):
     retry_max: float = Field(default=30.0, gt=0)
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
+    max_response_bytes: int = Field(default=MAX_RESPONSE_BYTES, ge=1024, description="larger response bodies are refused")
     batch: BatchConfig = Field(default_factory=BatchConfig)
     sim: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict, description="settings of the chosen backend kind")
 
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, url: str | None) -> str | None:
+        return None if url is None else check_base_url(url)
+
     def resolved_base_url(self) -> str:
         """Precedence: --base-url (already written into base_url by the CLI) > SYNTHGEN_BASE_URL > recipe > OpenAI."""
-        return self.base_url or os.environ.get("SYNTHGEN_BASE_URL") or DEFAULT_BASE_URL
+        from_env = os.environ.get("SYNTHGEN_BASE_URL")
+        if self.base_url is None and from_env is not None:
+            try:
+                return check_base_url(from_env)
+            except ValueError as exc:
+                raise ConfigError("SYNTHGEN_BASE_URL", None, str(exc)) from None
+        return self.base_url or DEFAULT_BASE_URL
+
+    def identity(self) -> dict[str, Any]:
+        """What decides which server or model answers, and so goes into every request's cache key: the kind, its
+        `options`, the simulator's settings for `sim`, and the base URL (without credentials) when one is used.
+        Throughput settings (concurrency, timeouts, retries, rate limits, batch mode) are left out: they change
+        how answers are fetched, not what they are."""
+        identity: dict[str, Any] = {"kind": self.kind, "options": self.options}
+        if self.kind == "sim":
+            identity["sim"] = self.sim
+        elif self.kind == "openai" or self.base_url:
+            identity["base_url"] = _without_credentials(self.resolved_base_url()).rstrip("/")
+        return identity
 
     def api_key(self) -> str | None:
         """The key from the environment, if any; read at the last moment and kept nowhere else."""
@@ -76,6 +102,21 @@ class BackendConfig(StrictModel):
         if self.mode == "batch":
             return self.batch.max_requests
         return 2 * self.max_concurrency + 64
+
+
+def _without_credentials(url: str) -> str:
+    """`url` with any user:password@ removed (so a rotated credential keeps the cache)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def check_base_url(url: str) -> str:
+    """`url` if it is an http(s) URL with a host; else ValueError saying what a base URL looks like."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base URL {_without_credentials(url)!r} needs http:// or https:// and a host, "
+                         "e.g. http://localhost:8000/v1")
+    return url
 
 
 @dataclass
@@ -139,5 +180,5 @@ def _http_backend(config: BackendConfig, base_url: str, context: BackendContext)
     return OpenAIBackend(
         base_url, config.api_key(), max_concurrency=config.max_concurrency, timeout=config.timeout,
         max_attempts=config.max_attempts, retry_initial=config.retry_initial, retry_max=config.retry_max,
-        rpm=config.rpm, tpm=config.tpm, stats=context.stats,
+        rpm=config.rpm, tpm=config.tpm, max_response_bytes=config.max_response_bytes, stats=context.stats,
     )

@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections import deque
 
+from synthgen.errors import ConfigError
+
 
 class AdaptiveWindow:
     """At most `limit` requests in flight, a sliding window: a finishing request lets the next one in.
@@ -65,25 +67,54 @@ class AdaptiveWindow:
 
 
 class TokenBucket:
-    """`rate_per_minute` units per minute, spent smoothly: the bucket holds one second's worth, so a run
-    never bursts a whole minute's budget at once (servers that count per second would reject that)."""
+    """At most `per_minute` units in any `window` (60 s), spent smoothly.
 
-    def __init__(self, rate_per_minute: float) -> None:
-        if rate_per_minute <= 0:
-            raise ValueError(f"rate must be > 0 per minute, got {rate_per_minute}")
-        self.rate = rate_per_minute / 60.0
+    Two rules admit a charge, both charging its full amount:
+    - the window rule: the charges of the last `window` seconds plus this one stay within `per_minute`, so
+      no minute ever sees more than the budget, however large the requests;
+    - the pacing rule: a bucket refilling at `per_minute / window` a second holds one second's worth, so a run
+      never bursts a minute's budget at once (servers that count per second would reject that). A request
+      larger than the bucket waits for a full bucket and leaves it in debt, paid back before the next one.
+    Charges are admitted in arrival order, so a large request is not starved by small ones. A request
+    larger than the whole budget can never pass: ConfigError naming `backend.<name>`.
+    """
+
+    def __init__(self, per_minute: float, name: str, hint: str = "", window: float = 60.0) -> None:
+        if per_minute <= 0:
+            raise ValueError(f"rate must be > 0 per minute, got {per_minute}")
+        self.budget, self.name, self.hint, self.window = per_minute, name, hint, window
+        self.rate = per_minute / window
         self.capacity = max(1.0, self.rate)
         self.tokens = self.capacity
         self._updated = time.monotonic()
+        self._charges: deque[tuple[float, float]] = deque()  # (time, amount) within the last window
+        self._spent = 0.0  # sum of `_charges`
+        self._turn: asyncio.Lock | None = None
 
     async def acquire(self, amount: float = 1.0) -> None:
-        """Take `amount` units, sleeping until the bucket holds them."""
-        amount = min(amount, self.capacity)
-        while True:
+        """Take `amount` units, sleeping until both rules admit them."""
+        if amount > self.budget:
+            raise ConfigError("backend", self.name, f"a request needs about {amount:g}, more than the whole budget of "
+                              f"{self.budget:g} a minute; raise backend.{self.name} {self.hint}".rstrip())
+        self._turn = self._turn or asyncio.Lock()
+        async with self._turn:
+            while (delay := self._delay(amount, time.monotonic())) > 0:
+                await asyncio.sleep(delay)
             now = time.monotonic()
-            self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
-            self._updated = now
-            if self.tokens >= amount:
-                self.tokens -= amount
-                return
-            await asyncio.sleep((amount - self.tokens) / self.rate)
+            self.tokens -= amount
+            self._charges.append((now, amount))
+            self._spent += amount
+
+    def _delay(self, amount: float, now: float) -> float:
+        """Seconds until `amount` may be charged (0: now)."""
+        self.tokens = min(self.capacity, self.tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        while self._charges and self._charges[0][0] <= now - self.window:
+            self._spent -= self._charges.popleft()[1]
+        pacing = max(0.0, (min(amount, self.capacity) - self.tokens) / self.rate)
+        excess, expiry = self._spent + amount - self.budget, now
+        for charged_at, charged in self._charges:  # the window rule: wait for enough old charges to expire
+            if excess <= 1e-9:
+                break
+            excess, expiry = excess - charged, charged_at + self.window
+        return max(pacing, expiry - now)

@@ -3,11 +3,21 @@
 One lean async path (aiohttp + orjson): a sliding window of `max_concurrency` requests in flight,
 RPM/TPM token buckets, retries with exponential jitter that honour Retry-After, and an AIMD window
 that shrinks on 429. Errors no retry can fix (401, 404, 400 context too long) raise FatalBackendError.
+
+What a misbehaving server gets: a body that is not a chat completion (HTML, no choices, `content` null or
+not a string) is `malformed`; a body over `max_response_bytes` is `oversized` (read in chunks, never whole);
+both are retried, then the request is rejected with that cause. Retry-After is honoured in seconds or as an
+HTTP-date, capped at two minutes; anything else (nan, inf, negative, garbage) falls back to the back-off.
+A server that refuses connections and has never answered is probed for about two seconds, then the run
+stops; once it has answered, a refused connection is retried like any transient failure (a restart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import math
+from datetime import datetime, timezone
 from typing import Any
 
 import aiohttp
@@ -16,11 +26,15 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_exponential_jitter
 
 from synthgen.backends.base import ChatRequest, Completion
+from synthgen.backends.factory import MAX_RESPONSE_BYTES
 from synthgen.backends.limits import AdaptiveWindow, TokenBucket
 from synthgen.errors import BackendError, FatalBackendError, RetryableBackendError
 from synthgen.stats import RunStats
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER = 120.0  # seconds: a longer wait asked by a server is cut to this
+PROBE_DELAYS = (0.25, 0.5, 1.0)  # seconds before each check that a never-answering server is up: ~2 s in all
+PROBE_TIMEOUT = 5.0
 
 
 class OpenAIBackend:
@@ -38,6 +52,7 @@ class OpenAIBackend:
         retry_max: float = 30.0,
         rpm: float | None = None,
         tpm: float | None = None,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
         stats: RunStats | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
@@ -48,17 +63,20 @@ class OpenAIBackend:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_attempts = max_attempts
         self.window = AdaptiveWindow(max_concurrency)
-        self._rpm = TokenBucket(rpm) if rpm else None
-        self._tpm = TokenBucket(tpm) if tpm else None
+        self._rpm = TokenBucket(rpm, "rpm") if rpm else None
+        self._tpm = TokenBucket(tpm, "tpm", "or lower the stage's sampling.max_tokens") if tpm else None
+        self._max_body = max_response_bytes
         self.stats = stats or RunStats()
         self._session: aiohttp.ClientSession | None = None
+        self._answered = False  # has the server ever sent an HTTP response?
+        self._probe: asyncio.Task[bool] | None = None
         self._backoff = wait_exponential_jitter(multiplier=retry_initial, max=retry_max, jitter=retry_initial)
         self._backoff_state = RetryCallState(AsyncRetrying(), None, (), {})
 
     async def complete(self, request: ChatRequest) -> Completion:
         """Send `request`, retrying transient failures; the last one is re-raised when attempts run out."""
         try:
-            return await self._send(request)  # the common case skips building a retry controller
+            return await self._attempt(request)  # the common case skips building a retry controller
         except RetryableBackendError as first:
             if self._max_attempts == 1:
                 raise self._give_up(first) from None
@@ -75,22 +93,54 @@ class OpenAIBackend:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._send(request)
+                    return await self._attempt(request)
         except RetryableBackendError as exc:
             raise self._give_up(exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _give_up(self, exc: RetryableBackendError) -> BackendError:
         """The error to raise once attempts run out: unreachable servers stop the run, the rest reject a record."""
-        if exc.cause == "connect":
-            return FatalBackendError(
-                0, f"cannot connect to {self.base_url} ({exc})",
-                "check the base URL (--base-url / SYNTHGEN_BASE_URL / backend.base_url) and that the server is up",
-            )
-        return exc
+        return self._unreachable(exc) if exc.cause == "connect" else exc
+
+    def _unreachable(self, exc: RetryableBackendError) -> FatalBackendError:
+        return FatalBackendError(
+            0, f"cannot connect to {self.base_url} ({exc})",
+            "check the base URL (--base-url / SYNTHGEN_BASE_URL / backend.base_url) and that the server is up",
+        )
+
+    async def _attempt(self, request: ChatRequest) -> Completion:
+        """One try; a refused connection to a server that never answered stops the run unless a probe finds it up."""
+        try:
+            return await self._send(request)
+        except RetryableBackendError as exc:
+            if exc.cause == "connect" and not self._answered:
+                if self._probe is None:  # one probe for every request that failed meanwhile
+                    self._probe = asyncio.ensure_future(self._server_is_up())
+                if not await asyncio.shield(self._probe):
+                    raise self._unreachable(exc) from None
+            raise
+
+    async def _server_is_up(self) -> bool:
+        """Whether the server answers anything (even a 404) within a few quick tries."""
+        timeout = aiohttp.ClientTimeout(total=min(PROBE_TIMEOUT, self._timeout.total or PROBE_TIMEOUT))
+        for delay in PROBE_DELAYS:
+            await asyncio.sleep(delay)
+            self.stats.http_requests += 1
+            try:
+                async with self._client().get(self.base_url + "/models", timeout=timeout):
+                    self._answered = True
+                    return True
+            except (aiohttp.ClientConnectorError, asyncio.TimeoutError):
+                continue
+            except aiohttp.ClientError:  # it answered, if badly: it is up
+                self._answered = True
+                return True
+        return False
 
     async def aclose(self) -> None:
         """Close the HTTP session."""
+        if self._probe is not None and not self._probe.done():
+            self._probe.cancel()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -105,6 +155,7 @@ class OpenAIBackend:
             status, headers, raw = await self._post(orjson.dumps(request.body()))
         finally:
             self.window.release()
+        self._answered = True
         if status == 200:
             completion = self._parse(raw)
             self.window.on_success()
@@ -114,22 +165,39 @@ class OpenAIBackend:
             self.window.on_rate_limited()
         raise self._error(status, headers, raw, request)
 
-    async def _post(self, body: bytes) -> tuple[int, Any, bytes]:
+    def _client(self) -> aiohttp.ClientSession:
+        """The HTTP session, opened on first use (inside the event loop that will run the requests)."""
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self.window.max_limit, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=self._headers, timeout=self._timeout
             )
+        return self._session
+
+    async def _post(self, body: bytes) -> tuple[int, Any, bytes]:
         self.stats.http_requests += 1
         try:
-            async with self._session.post(self._url, data=body) as response:
-                return response.status, response.headers, await response.read()
+            async with self._client().post(self._url, data=body) as response:
+                return response.status, response.headers, await self._read(response)
         except asyncio.TimeoutError:
             raise RetryableBackendError("timeout", f"no answer within {self._timeout.total:g}s") from None
         except aiohttp.ClientConnectorError as exc:
             raise RetryableBackendError("connect", str(exc.os_error)) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise RetryableBackendError("disconnect", type(exc).__name__) from None
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        """The body, read in chunks and refused past `max_response_bytes` (a body that never ends is cut short)."""
+        chunks, size = [], 0
+        if (response.content_length or 0) <= self._max_body:
+            async for chunk in response.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > self._max_body:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        raise RetryableBackendError("oversized", f"response body over max_response_bytes={self._max_body}")
 
     @staticmethod
     def _parse(raw: bytes) -> Completion:
@@ -174,10 +242,14 @@ def completion_from_body(data: Any) -> Completion:
     """The Completion in a chat.completion JSON object; RetryableBackendError('malformed') if it has none."""
     try:
         choice = data["choices"][0]
-        text = choice["message"]["content"]
+        message = choice["message"]
+        text = message["content"]
+        if not isinstance(text, str):
+            refusal = f" (refusal: {str(message.get('refusal'))[:80]})" if message.get("refusal") else ""
+            raise RetryableBackendError("malformed", f"message content is {type(text).__name__}, not text{refusal}")
         usage = data.get("usage") or {}
         return Completion(
-            text=text if isinstance(text, str) else "",
+            text=text,
             finish_reason=choice.get("finish_reason") or "stop",
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
             completion_tokens=int(usage.get("completion_tokens") or 0),
@@ -195,8 +267,17 @@ def _error_message(raw: bytes) -> str:
 
 
 def _retry_after(headers: Any) -> float | None:
+    """The wait a Retry-After header asks for (seconds or an HTTP-date), at most MAX_RETRY_AFTER; None if unusable."""
     value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return min(float(value), 120.0) if value is not None else None
-    except ValueError:
+    if not value:
         return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+        seconds = max(0.0, (when - datetime.now(timezone.utc)).total_seconds())  # a past date: retry now
+    return min(seconds, MAX_RETRY_AFTER) if math.isfinite(seconds) and seconds >= 0 else None

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import hashlib
 import ipaddress
 import random
 import re
 import threading
+import time
 from collections import Counter
 from typing import Any, NamedTuple
 
@@ -29,6 +31,9 @@ from synthgen.hashing import stable_int
 
 FAULT_KINDS = (
     "rate_limit", "server_error", "unavailable", "hang", "disconnect", "malformed", "truncated", "invalid_json",
+    # a misbehaving server: a 200 that is no completion, a nonsensical Retry-After, a body that never ends
+    "html_body", "empty_choices", "null_content", "list_content", "empty_content",
+    "retry_after_nan", "retry_after_date", "endless_body",
 )
 DEFAULT_MODEL = "sim-model"
 _SHUTDOWN_GRACE = 0.25  # seconds stop() lets in-flight requests finish before cancelling them
@@ -169,15 +174,15 @@ class _Sim:
         self.reset()
         return _json(self.snapshot())
 
-    async def chat(self, request: web.Request) -> web.Response:
+    async def chat(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/chat/completions."""
         return await self._serve(request, chat=True)
 
-    async def completions(self, request: web.Request) -> web.Response:
+    async def completions(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/completions (legacy: a `prompt` string in, `choices[i].text` out)."""
         return await self._serve(request, chat=False)
 
-    async def _serve(self, request: web.Request, chat: bool) -> web.Response:
+    async def _serve(self, request: web.Request, chat: bool) -> web.StreamResponse:
         self.endpoints[request.path] += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -189,7 +194,7 @@ class _Sim:
             self.statuses[response.status] += 1
         return response
 
-    async def _complete(self, request: web.Request, chat: bool) -> web.Response:
+    async def _complete(self, request: web.Request, chat: bool) -> web.StreamResponse:
         """Check the request as OpenAI does, wait the latency in a capacity slot, then answer or fail."""
         if unauthorized := self._unauthorized(request):
             return unauthorized
@@ -207,6 +212,8 @@ class _Sim:
         async with self.slots:
             if failure := await self._wait(request, fault):
                 return failure
+        if fault == "endless_body":
+            return await _endless(request)
         payload = orjson.dumps(self._completion(query, chat, fault))
         if fault == "malformed":
             payload = payload[: len(payload) // 2]
@@ -252,13 +259,16 @@ class _Sim:
             elif fault == "invalid_json":
                 text = self._break(text, schema or {})
             completion_tokens += len(text.split())
-            answer = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            content: Any = {"null_content": None, "list_content": [{"type": "text", "text": text}],
+                            "empty_content": ""}.get(fault or "", text)
+            answer = {"message": {"role": "assistant", "content": content}} if chat else {"text": text}
             choices.append({"index": i, **answer, "finish_reason": finish, "logprobs": None})
         return {
             "id": f"{'chatcmpl' if chat else 'cmpl'}-sim-{key:x}-{seed}",
             "object": "chat.completion" if chat else "text_completion", "created": 0, "model": model,
-            "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                          "total_tokens": prompt_tokens + completion_tokens},
+            "choices": [] if fault == "empty_choices" else choices,
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
         }
 
     def _draw_fault(self, has_schema: bool) -> str | None:
@@ -279,9 +289,13 @@ class _Sim:
             delay = config.hang_seconds
         if delay > 0:
             await asyncio.sleep(delay)
-        if fault == "rate_limit":
+        if fault in ("rate_limit", "retry_after_nan", "retry_after_date"):
+            retry_after = {"rate_limit": f"{config.retry_after:g}", "retry_after_nan": "nan",
+                           "retry_after_date": email.utils.formatdate(time.time() + config.retry_after, usegmt=True)}
             return _error(429, "Rate limit reached (simulated).", "rate_limit_error", "rate_limit_exceeded",
-                          {"Retry-After": f"{config.retry_after:g}"})
+                          {"Retry-After": retry_after[fault]})
+        if fault == "html_body":
+            return web.Response(text="<html><body><h1>502 Bad Gateway</h1></body></html>", content_type="text/html")
         if fault in ("server_error", "unavailable"):
             error = (500, "Internal server error") if fault == "server_error" else (503, "Service unavailable")
             return _error(error[0], f"{error[1]} (simulated).", "server_error")
@@ -298,6 +312,18 @@ class _Sim:
             instance.pop(required[0], None)
             return orjson.dumps(instance).decode()
         return f"Sure! Here is the JSON you asked for:\n```json\n{text}\n```"
+
+
+async def _endless(request: web.Request) -> web.StreamResponse:
+    """A 200 whose JSON body never ends: bytes until the client hangs up."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    chunk = b'{"choices": [' + b" " * (1 << 16)
+    with contextlib.suppress(ConnectionError):
+        while request.transport is not None and not request.transport.is_closing():
+            await response.write(chunk)
+            chunk = b" " * (1 << 16)
+    return response
 
 
 _SIM = web.AppKey("synthgen_sim", _Sim)

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from synthgen.fields import require_fields
 from synthgen.record import Record
 from synthgen.rundir import JsonlWriter
 from synthgen.stages.base import Stage, StageContext, StageExecutor, run_locally
@@ -48,7 +49,8 @@ def dedup_file(source: SourceConfig, out: Path, near: MinHashDedupParams, exact:
         if exact:
             stages.insert(0, ExactDedup(ExactDedupParams(fields=near.fields), replace(ctx, label="exact")))
         writers = [JsonlWriter(Path(workdir) / f"{stage.ctx.label}.rejects.jsonl") for stage in stages]
-        records: Iterable[Record] = _counted(iter(Source(source, Path(source.path))), summary, lines, on_record)
+        rows = require_fields(Source(source, Path(source.path)), near.fields, source.path, "--field")
+        records: Iterable[Record] = _counted(rows, summary, lines, on_record)
         for stage, writer in zip(stages, writers, strict=True):
             stage.ctx.reject = partial(_reject, writer, summary, lines)
             records = run(stage, records, "")  # no checkpoints here: no fingerprint

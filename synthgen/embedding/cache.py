@@ -21,7 +21,7 @@ class EmbeddingCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db = connect(self.path, "CREATE TABLE IF NOT EXISTS vectors (key TEXT PRIMARY KEY, vector BLOB NOT NULL)",
-                           "embedding cache is unreadable ({error}); delete it")
+                           "embedding cache")
         self._lock = threading.Lock()
 
     @staticmethod

@@ -4,8 +4,9 @@ The local pipeline stays the driver: it resumes from stage checkpoints, counts, 
 dataset exactly as without Ray. What changes is where a stage runs:
 - row-wise stages (generate, filters, transforms, masking) run on a pool of Ray actors, one block of
   records (or of draws) per task. Each actor builds the stage with its own backend over the run's request
-  cache, and each finished block is checkpointed in `checkpoints/<stage>.blocks/`, so a killed job resumes
-  block by block, and within a block request by request (Ray Data has no resume of its own);
+  cache (`backend.rpm` and `tpm` divided among the actors, so the run keeps the recipe's budget), and each
+  finished block is checkpointed in `checkpoints/<stage>.blocks/`, so a killed job resumes block by block,
+  and within a block request by request (Ray Data has no resume of its own);
 - exact and MinHash dedup run distributed (`ray_dedup`: groupby on digests and LSH bands across the whole
   dataset), deciding as the local stages do;
 - embedding stages (semantic dedup, diversity selection) get their vectors from Ray actors (a GPU each when
@@ -56,7 +57,7 @@ class RayOptions:
     """Where and how wide to run: `address` None starts a local Ray with `num_cpus`."""
 
     address: str | None = None
-    workers: int = 2  # actors per row-wise stage (each with the backend's full window of requests)
+    workers: int = 2  # actors per row-wise stage (each with the backend's full window, and a share of rpm/tpm)
     block_size: int = 512  # records or draws per task
     num_cpus: int | None = None
     gpus_per_worker: float = 0.0  # e.g. 1 for `kind: vllm` or `transformers` on GPU nodes: one engine per GPU
@@ -122,9 +123,10 @@ class RayExecutor:
                  "folder": str(folder)}
         if not isinstance(stage, Generate):
             return blocks.map(run_block, fn_kwargs=setup)
+        actors = min(self.options.workers, len(tasks))
+        setup["recipe"] = share_rate_limits(self.recipe, actors)
         return blocks.map(BlockWorker, fn_constructor_kwargs={**setup, "with_backend": True},  # type: ignore[arg-type]
-                          compute=ray.data.ActorPoolStrategy(size=min(self.options.workers, len(tasks))),
-                          num_gpus=self.options.gpus_per_worker)
+                          compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=self.options.gpus_per_worker)
 
     def _embedded_first(self, stage: EmbeddingStage, records: Iterable[Record]) -> Iterator[Record]:
         """Embeddings computed on Ray actors (one GPU each when the cluster has GPUs) into the run's embedding
@@ -146,6 +148,14 @@ class RayExecutor:
                 raise_reported(done)
         yield from stage.run(read_records(path))
         path.unlink()
+
+
+def share_rate_limits(recipe: Recipe, actors: int) -> Recipe:
+    """The recipe one of `actors` actors runs: `backend.rpm` and `backend.tpm` divided among them, since each
+    actor's backend limits only its own requests and the recipe's budget is for the whole run."""
+    backend = recipe.backend
+    shares = {name: limit / actors for name in ("rpm", "tpm") if (limit := getattr(backend, name)) is not None}
+    return recipe.model_copy(update={"backend": backend.model_copy(update=shares)}) if shares else recipe
 
 
 def require_ray() -> None:

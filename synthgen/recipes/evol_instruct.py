@@ -139,7 +139,7 @@ class EvolInstruct(Stage):
 
     def choose(self, round_: int, record_id: str) -> tuple[Leaf, dict[str, Any]]:
         """The operation (leaf and placeholder values) for evolving `record_id` in round `round_`."""
-        return self.taxonomy.sample(random.Random(stable_int(self.ctx.seed, self.ctx.label, round_, record_id)))
+        return self.taxonomy.sample(random.Random(stable_int(self.ctx.seed, self.ctx.key, round_, record_id)))
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         pool = [self._root(record) for record in records]
@@ -175,7 +175,7 @@ class EvolInstruct(Stage):
     def _request(self, messages: list[dict[str, str]], sampling: dict[str, Any], step: str, round_: int, parent: Record,
                  schema: OutputSchema | None = None) -> ChatRequest:
         runtime: Runtime = self.ctx.runtime
-        seed_parts = (self.ctx.seed, self.ctx.label, step, round_, parent.id)
+        seed_parts = (self.ctx.seed, self.ctx.key, step, round_, parent.id)
         return runtime.request(messages, sampling, seed_parts, schema.schema if schema else None)
 
     def _send(self, requests: list[ChatRequest]) -> list[Completion | RetryableBackendError]:
@@ -238,7 +238,7 @@ class EvolInstruct(Stage):
         parent, field = evolution.parent, self.params.field
         lineage = {"root": parent.meta["evol"]["root"], "parent": parent.id, "operation": evolution.leaf.path,
                    "round": evolution.round, "depth": parent.meta["evol"]["depth"] + 1}
-        record_id = make_record_id(parent.id, self.ctx.label, evolution.round)
+        record_id = make_record_id(parent.id, self.ctx.key, evolution.round)
         if evolution.failure is not None:
             fields = {f"parent_{field}": parent.fields[field], field: evolution.instruction, "response": evolution.response}
             meta = {"parents": [parent.id], "evol": lineage, "steps": [self._step(evolution)]}

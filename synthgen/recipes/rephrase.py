@@ -108,7 +108,7 @@ class WrapChunk(Stage):
                     fields = {"doc_id": record.id, "style": style, "chunk_index": index, "chunk_count": len(chunks),
                               "chunk": chunk}
                     meta = {**record.meta, "parents": [record.id]}
-                    yield Record(make_record_id(record.id, self.ctx.label, style, index), fields, meta)
+                    yield Record(make_record_id(record.id, self.ctx.key, style, index), fields, meta)
 
     def _styles(self, doc_id: str) -> list[str]:
         """Every selected style, or `styles_per_doc` of them drawn by weight without replacement."""
@@ -116,7 +116,7 @@ class WrapChunk(Stage):
         wanted = self.params.styles_per_doc
         if wanted is None or wanted >= len(styles):
             return styles
-        rng = random.Random(stable_int(self.ctx.seed, self.ctx.label, doc_id))
+        rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, doc_id))
         keys = {style: rng.random() ** (1.0 / self.weights[style]) for style in styles}  # weighted sampling
         return sorted(styles, key=lambda style: -keys[style])[:wanted]
 
@@ -166,7 +166,7 @@ class WrapAssemble(Stage):
         for (doc_id, style), group in groupby(records, key=lambda r: (r.fields["doc_id"], r.fields["style"])):
             chunks = sorted(group, key=lambda r: r.fields["chunk_index"])
             total = chunks[0].fields["chunk_count"]
-            record = Record(make_record_id(doc_id, self.ctx.label, style),
+            record = Record(make_record_id(doc_id, self.ctx.key, style),
                             {"text": "\n\n".join(c.fields[self.params.field] for c in chunks), "style": style,
                              "doc_id": doc_id},
                             {**chunks[0].meta, "parents": [c.id for c in chunks], "chunks_kept": len(chunks),
@@ -204,7 +204,7 @@ class MixReal(Stage):
                                      "style": record.fields.get("style")}, record.meta)
             owed += share
             for doc in islice(real, int(owed)):
-                yield Record(make_record_id(record.id, self.ctx.label, "real", owed),
+                yield Record(make_record_id(record.id, self.ctx.key, "real", owed),
                              {"text": doc.fields.get(self.params.text_field, ""), "kind": "real", "style": None},
                              {**doc.meta, "parents": [doc.id]})
                 owed -= 1

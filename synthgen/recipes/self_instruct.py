@@ -235,7 +235,7 @@ class SelfInstruct(Stage):
 
     def _set_demos(self, seeds: list[Task]) -> None:
         """The fixed few-shot examples of the labelling and instance prompts (a prompt prefix shared by all)."""
-        rng = random.Random(stable_int(self.ctx.seed, self.ctx.label, "demos"))
+        rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, "demos"))
         groups = [[s for s in seeds if s.is_classification], [s for s in seeds if not s.is_classification]]
         shown = [task for group, most in zip(groups, _CLASSIFY_EXAMPLES, strict=True)
                  for task in rng.sample(group, min(most, len(group)))]
@@ -251,15 +251,15 @@ class SelfInstruct(Stage):
         p = self.params
         origins = []
         for i in range(p.requests_per_round):
-            rng = random.Random(stable_int(self.ctx.seed, self.ctx.label, number, i))
+            rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, number, i))
             shown = pick_examples(rng, seeds, accepted, p.seed_examples, p.generated_examples)
-            origins.append(Candidate(make_record_id(self.ctx.label, number, i), "", number, i, -1, shown))
+            origins.append(Candidate(make_record_id(self.ctx.key, number, i), "", number, i, -1, shown))
         variables = [{"examples": [t.instruction for t in c.examples], "max_instructions": p.instructions_per_request}
                      for c in origins]
         survivors: list[Candidate] = []
         for origin, answer in self._answered(["instructions"] * len(origins), origins, variables):
             for j, text in enumerate(answer["instructions"]):
-                candidate = Candidate(make_record_id(self.ctx.label, number, origin.request, j), " ".join(text.split()),
+                candidate = Candidate(make_record_id(self.ctx.key, number, origin.request, j), " ".join(text.split()),
                                       number, origin.request, j, origin.examples, list(origin.steps))
                 verdict = instruction_verdict(candidate.instruction, p.min_words, p.max_words)
                 if verdict is None and len(survivors) >= p.target - len(accepted):
@@ -297,7 +297,7 @@ class SelfInstruct(Stage):
         """Send one request per candidate (concurrently); yield the parsed answers, reject the failures."""
         runtime: Runtime = self.ctx.runtime
         requests = [runtime.request(self.prompts.render(self.templates[name], values), self.sampling[name],
-                                    (self.ctx.seed, self.ctx.label, name, c.round, c.request, c.item), self.schemas[name].schema)
+                                    (self.ctx.seed, self.ctx.key, name, c.round, c.request, c.item), self.schemas[name].schema)
                     for name, c, values in zip(names, candidates, variables, strict=True)]
         outcomes = runtime.complete_all(requests, self.ctx.stats) if requests else []
         for name, candidate, request, outcome in zip(names, candidates, requests, outcomes, strict=True):

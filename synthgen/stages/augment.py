@@ -23,6 +23,7 @@ from synthgen.embedding.diversity import diversity_metrics
 from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
 from synthgen.embedding.interpolate import add_noise, analogy, attribute_vector, interpolate, intrusion, nearest, smote
 from synthgen.errors import ConfigError, RetryableBackendError
+from synthgen.fields import stage_fields
 from synthgen.hashing import stable_int
 from synthgen.prompts import PromptLibrary
 from synthgen.record import Record, make_record_id
@@ -75,9 +76,10 @@ class EmbeddingAugment(Stage):
     name = "embed_augment"
     Params = AugmentParams
     params: AugmentParams
+    predictable = False  # `decode: llm` asks again for the texts that miss their target
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        rows = list(records)
+        rows = list(stage_fields(records, self, "text_field", "label_field"))
         if self.params.keep_input:
             yield from rows
         if len(rows) < 2:
@@ -87,7 +89,7 @@ class EmbeddingAugment(Stage):
         texts = [str(r.fields.get(p.text_field) or "") for r in rows]
         vectors = encoder.encode(texts)
         labels = np.array([str(r.fields.get(p.label_field)) for r in rows]) if p.label_field else None
-        plans = self._plan(vectors, labels, texts, np.random.default_rng(stable_int(self.ctx.seed, self.ctx.label)))
+        plans = self._plan(vectors, labels, texts, np.random.default_rng(stable_int(self.ctx.seed, self.ctx.key)))
         if p.decode == "nearest":
             made = self._nearest(plans, rows, vectors)
         else:
@@ -166,7 +168,7 @@ class EmbeddingAugment(Stage):
             fields[p.label_field] = max(plan.labels, key=lambda label: plan.labels[label]) if plan.labels else None
             fields["soft_labels"] = plan.labels
         meta = {"parents": [rows[a].id for a in plan.anchors], "scores": {"target_cosine": round(cosine, 4)}, **extra}
-        return Record(make_record_id(self.ctx.label, index), fields, meta)
+        return Record(make_record_id(self.ctx.key, index), fields, meta)
 
     def _nearest(self, plans: list[Plan], rows: list[Record], vectors: np.ndarray) -> list[Record]:
         """Each target as the closest existing input that is not its own first anchor."""
@@ -180,7 +182,8 @@ class EmbeddingAugment(Stage):
                  encoder: Encoder) -> list[Record]:
         """Ask the LLM for each target's text, verify it, ask again for the failures, reject what never lands."""
         p, runtime = self.params, self.ctx.runtime
-        assert isinstance(runtime, Runtime)
+        if not isinstance(runtime, Runtime):
+            raise TypeError(f"{self.ctx.label}: decode: llm needs a backend runtime; this run has none")
         prompts = PromptLibrary(self.ctx.prompts_dir)
         sampling = p.sampling.to_body()
         made: dict[int, Record] = {}
@@ -191,7 +194,7 @@ class EmbeddingAugment(Stage):
                 break
             template = f"{p.templates}/{'mixup' if p.operation == 'smote' else p.operation}.j2"
             requests = [runtime.request(prompts.render(template, plans[i].variables), sampling,
-                                        (self.ctx.seed, self.ctx.label, i), attempt=attempt) for i in todo]
+                                        (self.ctx.seed, self.ctx.key, i), attempt=attempt) for i in todo]
             answers = runtime.complete_all(requests, self.ctx.stats)
             written = [a.text.strip() if not isinstance(a, RetryableBackendError) else "" for a in answers]
             embedded = encoder.encode(written)

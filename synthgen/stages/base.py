@@ -19,6 +19,12 @@ class StageParams(StrictModel):
     """Base of every stage's parameters: unknown keys are errors."""
 
 
+def is_transient_reject(reason: str) -> bool:
+    """A reject for a backend failure that may not happen again (`backend_timeout`, `backend_http_503`, ...):
+    never cached, and retried by the next run of the recipe."""
+    return reason.startswith("backend_")
+
+
 def discard_rejects(record: Record, reason: str, detail: str | None) -> None:
     """The reject sink of dry runs."""
 
@@ -26,7 +32,9 @@ def discard_rejects(record: Record, reason: str, detail: str | None) -> None:
 @dataclass
 class StageContext:
     """What a stage may use besides its parameters. `runtime` holds the backend services and `workdir` a
-    folder for the stage's own files (both None in dry runs)."""
+    folder for the stage's own files (both None in dry runs). `label` (`02-generate`) names its files and
+    counters; `key` (`generate`, `generate.2` for the second of its kind) is what seeds and record ids derive
+    from, so inserting or removing another kind of stage changes no request and no id."""
 
     label: str
     index: int
@@ -38,6 +46,10 @@ class StageContext:
     reject: RejectSink = discard_rejects
     runtime: Any = None
     workdir: Path | None = None
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        self.key = self.key or self.label
 
 
 class Stage(ABC):

@@ -33,6 +33,7 @@ from synthgen.dedup.index import Match, NearDuplicateIndex
 from synthgen.dedup.minhash import MinHasher, Shingling, Sketches
 from synthgen.dedup.text import field_text, normalize
 from synthgen.errors import ConfigError
+from synthgen.fields import stage_fields
 from synthgen.record import Record
 from synthgen.stages.base import Stage, StageContext, StageParams, register
 from synthgen.stages.source import Source, SourceConfig
@@ -68,7 +69,7 @@ class ExactDedup(Stage):
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         seen: dict[bytes, str] = {}
-        for record in records:
+        for record in stage_fields(records, self, "fields"):
             first = seen.setdefault(text_digest(record, self.params.fields), record.id)
             if first == record.id:
                 yield record
@@ -132,6 +133,7 @@ class MinHashDedup(Stage):
         self.contamination = self._eval_index() if params.decontaminate else None
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        records = stage_fields(records, self, "fields")
         if self.params.keep == "first":
             yield from self._streaming(records)
         else:

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
+from synthgen.fields import stage_fields
 from synthgen.hashing import stable_int
 from synthgen.record import Record, make_record_id
 from synthgen.stages.base import Stage, StageParams, register
@@ -83,7 +84,7 @@ class Eda(Stage):
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         p = self.params
-        rows = list(records)
+        rows = list(stage_fields(records, self, "field"))
         texts = [str(r.fields.get(p.field) or "") for r in rows]
         vocabulary = sorted({w.lower() for t in texts for w in t.split() if _WORD.match(w) and w.lower() not in STOP_WORDS})
         synonyms: dict[str, list[str]] = {}
@@ -99,8 +100,8 @@ class Eda(Stage):
             for operation in OPERATIONS:
                 rate = getattr(p, operation)
                 for copy in range(p.per_operation if rate > 0 else 0):
-                    rng = random.Random(stable_int(self.ctx.seed, self.ctx.label, record.id, operation, copy))
+                    rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, record.id, operation, copy))
                     fields = {**record.fields, p.field: " ".join(augment(words, operation, rate, synonyms, rng)),
                               "operation": operation}
-                    yield Record(make_record_id(record.id, self.ctx.label, operation, copy), fields,
+                    yield Record(make_record_id(record.id, self.ctx.key, operation, copy), fields,
                                  {**record.meta, "parents": [record.id], "eda": {"operation": operation, "rate": rate}})

@@ -11,7 +11,9 @@ from pydantic import field_validator
 from synthgen.card import dataset_card
 from synthgen.errors import RunDirError
 from synthgen.export import ExportConfig, ExportResult, export_records
+from synthgen.fields import require_fields, stage_fields
 from synthgen.record import Record
+from synthgen.rundir import RunDir, is_own_name, refuse_run_files
 from synthgen.stages.base import Stage, StageParams, register
 
 
@@ -26,6 +28,8 @@ class ExportParams(ExportConfig, StageParams):
         path = PurePosixPath(out.replace("\\", "/"))
         if path.is_absolute() or ".." in path.parts or not path.parts:
             raise ValueError(f"{out!r} must be a relative folder inside the run directory (no '..', not absolute)")
+        if is_own_name(path.parts[0]):
+            raise ValueError(f"{out!r} is where the run keeps its own {path.parts[0]}; choose another folder, e.g. export")
         return out
 
 
@@ -39,15 +43,16 @@ class Export(Stage):
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         kept: list[Record] = []
-        for record in records:
+        for record in stage_fields(records, self, "fields"):
             kept.append(record)
             yield record
         if self.ctx.workdir is None:
             return
-        run_dir = self.ctx.workdir.parent
-        out = run_dir / self.params.out
-        recipe_text = (run_dir / "recipe.yaml").read_text(encoding="utf-8")
-        stats = self.ctx.stats.to_dict()
+        run_dir = RunDir(self.ctx.workdir.parent)
+        out = run_dir.path / self.params.out
+        refuse_run_files(run_dir.path, out)
+        recipe_text = run_dir.pending_recipe_path.read_text(encoding="utf-8")  # recipe.yaml once the run succeeds
+        stats = self.ctx.stats.plus(run_dir.read_state().get("totals", {})).to_dict()  # as stats.json will say
         config = ExportConfig.model_validate(self.params.model_dump(exclude={"out"}))
         export_records(kept, config, out, lambda result: dataset_card(recipe_text, stats, config, result))
 
@@ -66,5 +71,7 @@ def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None) -> 
             for line in handle:
                 yield Record.from_json(line)
 
-    return export_records(records(), config, out or run_dir / "export",
+    refuse_run_files(run_dir, out or run_dir / "export")
+    rows = require_fields(records(), list(config.fields.values()), str(dataset), "--field")
+    return export_records(rows, config, out or run_dir / "export",
                           lambda result: dataset_card(recipe_text, stats, config, result))

@@ -150,12 +150,12 @@ class Generate(Stage):
         """Every request this stage will make for `records`, rendered; needs no backend."""
         if self.params.count is not None:
             inputs: Iterable[tuple[Record | None, str]] = (
-                (None, make_record_id("draw", self.ctx.label, i)) for i in self.draws
+                (None, make_record_id("draw", self.ctx.key, i)) for i in self.draws
             )
         else:
             inputs = ((record, record.id) for record in records)
         for parent, origin in inputs:
-            rng = random.Random(stable_int(self.ctx.seed, self.ctx.label, origin))
+            rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, origin))
             leaf, placeholders = self._sample(rng, parent)
             template = self._template(leaf)
             assert template is not None
@@ -212,7 +212,7 @@ class Generate(Stage):
         schema = output_schema.schema if output_schema else None
         failure: Rejection | None = None
         for attempt in range(self.params.max_retries + 1):
-            request = runtime.request(job.messages, job.sampling, (self.ctx.seed, self.ctx.label, job.origin), schema,
+            request = runtime.request(job.messages, job.sampling, (self.ctx.seed, self.ctx.key, job.origin), schema,
                                       job.sample, attempt)
             try:
                 completion = await runtime.backend.complete(request)
@@ -220,6 +220,9 @@ class Generate(Stage):
                 return Rejection(job, f"backend_{exc.cause}", str(exc), None)
             if completion.finish_reason == "length" and not self.params.allow_truncated:
                 failure = Rejection(job, "truncated", "finish_reason=length", completion.text)
+                continue
+            if not completion.text.strip():  # a server that answers nothing: never an empty record
+                failure = Rejection(job, "empty_output", f"finish_reason={completion.finish_reason}", completion.text)
                 continue
             try:
                 fields = output_schema.parse(completion.text) if output_schema else {self.params.output: completion.text}
@@ -244,7 +247,7 @@ class Generate(Stage):
         return failure
 
     def _record_id(self, job: Job) -> str:
-        return make_record_id(job.origin, self.ctx.label, job.sample)
+        return make_record_id(job.origin, self.ctx.key, job.sample)
 
     @staticmethod
     def _parents(job: Job) -> list[str]:

@@ -91,9 +91,9 @@ class GrammarSource(Stage):
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         p = self.params
         for index in range(p.count):
-            rng = random.Random(stable_int(self.ctx.seed, self.ctx.label, index))
+            rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, index))
             try:
                 text = expand(p.rules, p.start, rng, p.max_depth)
             except ValueError as exc:
                 raise ConfigError(str(self.ctx.recipe_path), f"stages[{self.ctx.index}].grammar.rules", str(exc)) from None
-            yield Record(make_record_id(self.ctx.label, index), {p.field: text}, {"grammar": self.ctx.label, "draw": index})
+            yield Record(make_record_id(self.ctx.key, index), {p.field: text}, {"grammar": self.ctx.label, "draw": index})

@@ -132,7 +132,7 @@ class PerturbNumbers(Stage):
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         p = self.params
         for record in records:
-            rng = random.Random(stable_int(self.ctx.seed, self.ctx.label, record.id))
+            rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, record.id))
             fields = {k: perturb_numbers(v, rng, p.relative, p.days, p.rate) if k in p.fields and isinstance(v, str) else v
                       for k, v in record.fields.items()}
             yield Record(record.id, fields, record.meta)
@@ -161,7 +161,7 @@ class MaskTokens(Stage):
         p = self.params
         for record in records:
             words = str(record.fields.get(p.field) or "").split()
-            rng = random.Random(stable_int(self.ctx.seed, self.ctx.label, record.id))
+            rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, record.id))
             chosen = set(rng.sample(range(len(words)), round(p.rate * len(words)))) if words else set()
             out = [(p.mask if p.mode == "mask" else rng.choice(words)) if i in chosen else w for i, w in enumerate(words)]
             yield Record(record.id, {**record.fields, p.into: " ".join(out)}, {**record.meta, "masked_positions": sorted(chosen)})

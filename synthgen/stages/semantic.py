@@ -21,6 +21,7 @@ from synthgen.dedup.text import field_text
 from synthgen.embedding import diversity
 from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
 from synthgen.errors import ConfigError
+from synthgen.fields import stage_fields
 from synthgen.record import Record
 from synthgen.stages.base import Stage, StageParams, register
 from synthgen.stages.dedup import reject_duplicate
@@ -47,7 +48,7 @@ class EmbeddingStage(Stage):
         encoder: Encoder | None = None
         chunks: list[np.ndarray] = []
         ids: list[str] = []
-        iterator = iter(records)
+        iterator = stage_fields(records, self, "fields")
         while batch := list(islice(iterator, _CHUNK)):
             for record in batch:
                 spill.write(record.to_json() + b"\n")
@@ -155,7 +156,7 @@ class DiversitySelect(EmbeddingStage):
                 labels.append(record.fields.get(p.label_field))
 
         with tempfile.TemporaryFile(dir=self.ctx.workdir) as spill:
-            vectors, ids = self.embed(records, spill, visit)
+            vectors, ids = self.embed(stage_fields(records, self, "label_field"), spill, visit)
             if not ids:
                 return
             chosen = self._select(vectors, np.array(scores, dtype=np.float64))

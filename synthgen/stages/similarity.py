@@ -9,6 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
+from synthgen.fields import stage_fields
 from synthgen.record import Record
 from synthgen.stages.base import Stage, StageParams, register
 
@@ -36,7 +37,7 @@ class SimilarityFilter(Stage):
         p = self.params
         encoder = Encoder(p.model, cache_dir=self.ctx.workdir.parent if self.ctx.workdir else None)
         batch: list[Record] = []
-        for record in records:
+        for record in stage_fields(records, self, "field", "reference"):
             batch.append(record)
             if len(batch) == p.batch_size:
                 yield from self._judge(batch, encoder)

@@ -57,9 +57,7 @@ class Source:
             with self.path.open("rb") as handle:
                 total = sum(1 for line in handle if line.strip())
         elif self.format == "parquet":
-            import pyarrow.parquet as pq
-
-            total = pq.ParquetFile(self.path).metadata.num_rows
+            total = self._parquet_file().metadata.num_rows
         else:
             return self.config.limit
         return min(total, self.config.limit) if self.config.limit else total
@@ -83,28 +81,53 @@ class Source:
                 try:
                     row = orjson.loads(raw)
                 except orjson.JSONDecodeError as exc:
-                    raise InputError(str(self.path), number, f"not valid JSON ({exc})") from None
+                    cut = "" if raw.endswith(b"\n") else "; the file ends inside this record (truncated?)"
+                    raise InputError(str(self.path), number, f"not valid JSON ({exc}){cut}") from None
                 if not isinstance(row, dict):
                     raise InputError(str(self.path), number, f"expected a JSON object, got {type(row).__name__}")
                 yield number, row
 
     def _csv(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        path, line = str(self.path), 0
         try:
             with self.path.open(encoding="utf-8", newline="") as handle:
-                reader = csv.DictReader(handle)
+                reader = csv.DictReader(handle, strict=True)
                 for row in reader:
-                    yield reader.line_num, dict(row)
+                    line = reader.line_num
+                    if None in row:
+                        raise InputError(path, line, f"{len(row[None])} more value(s) than the header has columns")
+                    if any("\0" in value for value in row.values() if isinstance(value, str)):
+                        raise InputError(path, line, "contains a NUL byte: a binary or UTF-16 file, not UTF-8 CSV")
+                    yield line, dict(row)
         except UnicodeDecodeError as exc:
-            raise InputError(str(self.path), None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            raise InputError(path, None, f"not UTF-8 text ({exc.reason}) after line {line}") from None
+        except csv.Error as exc:
+            raise InputError(path, line + 1, f"malformed CSV ({exc}; an unclosed quote?)") from None
 
     def _parquet(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        import pyarrow as pa
+
+        parquet, number = self._parquet_file(), 0
+        for group in range(parquet.num_row_groups):
+            try:
+                batches = list(parquet.iter_batches(batch_size=4096, row_groups=[group]))
+            except (pa.ArrowException, OSError) as exc:
+                raise InputError(str(self.path), None, f"row group {group} of {parquet.num_row_groups} is unreadable "
+                                                       f"(rows after {number}): {exc}") from None
+            for batch in batches:
+                for row in batch.to_pylist():
+                    number += 1
+                    yield number, row
+
+    def _parquet_file(self) -> Any:
+        """The open pyarrow ParquetFile; a truncated or foreign file raises InputError."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        number = 0
-        for batch in pq.ParquetFile(self.path).iter_batches(batch_size=4096):
-            for row in batch.to_pylist():
-                number += 1
-                yield number, row
+        try:
+            return pq.ParquetFile(self.path)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(str(self.path), None, f"not a readable Parquet file (truncated?): {exc}") from None
 
     def _hf(self) -> Iterator[tuple[int, dict[str, Any]]]:
         import datasets

@@ -38,7 +38,7 @@ class Explode(Stage):
             rest = {k: v for k, v in record.fields.items() if k != self.params.field}
             for index, item in enumerate(items[: self.params.max_items]):
                 meta = {**record.meta, "parents": [record.id], "item": index}
-                yield Record(make_record_id(record.id, self.ctx.label, index), {**rest, into: item}, meta)
+                yield Record(make_record_id(record.id, self.ctx.key, index), {**rest, into: item}, meta)
 
 
 class SelectParams(StageParams):

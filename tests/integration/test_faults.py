@@ -60,7 +60,8 @@ def test_every_record_is_in_the_dataset_or_in_rejects_with_a_reason(tmp_path: Pa
     assert all(r["reason"] and r["detail"] for r in rejects)
     assert {r["reason"] for r in rejects} <= {
         "truncated", "invalid_json", "schema_mismatch", "backend_http_429", "backend_http_500",
-        "backend_http_503", "backend_timeout", "backend_disconnect", "backend_malformed",
+        "backend_http_503", "backend_timeout", "backend_disconnect", "backend_malformed", "backend_oversized",
+        "empty_output",
     }
     retried = set(result.stats.retries)
     assert {"http_429", "http_500", "http_503", "timeout", "disconnect", "malformed"} <= retried

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from synthgen.backends.limits import AdaptiveWindow, TokenBucket
+from synthgen.errors import ConfigError
 
 
 def test_window_never_exceeds_its_limit_and_slides() -> None:
@@ -48,7 +49,7 @@ def test_window_rejects_a_zero_limit() -> None:
 
 def test_token_bucket_paces_requests() -> None:
     async def scenario() -> float:
-        bucket = TokenBucket(1200)  # 20 per second, one second's burst
+        bucket = TokenBucket(1200, "rpm")  # 20 per second, one second's burst
         began = time.monotonic()
         for _ in range(40):
             await bucket.acquire()
@@ -56,3 +57,46 @@ def test_token_bucket_paces_requests() -> None:
 
     elapsed = asyncio.run(scenario())
     assert 0.9 < elapsed < 2.0
+
+
+def admissions(bucket: TokenBucket, amounts: list[float]) -> tuple[float, list[tuple[float, float]]]:
+    """Acquire `amounts` concurrently; the start time and each (admission time, amount)."""
+    async def scenario() -> tuple[float, list[tuple[float, float]]]:
+        admitted: list[tuple[float, float]] = []
+
+        async def take(amount: float) -> None:
+            await bucket.acquire(amount)
+            admitted.append((time.monotonic(), amount))
+
+        began = time.monotonic()
+        await asyncio.gather(*(take(a) for a in amounts))
+        return began, admitted
+
+    return asyncio.run(scenario())
+
+
+def test_item19_token_bucket_never_admits_more_than_the_rate_allows() -> None:
+    bucket = TokenBucket(600, "tpm", window=2.0)  # 300 a second, a bucket of one second's worth (300)
+    began, admitted = admissions(bucket, [250.0] * 6)
+    for now, _ in admitted:
+        total = sum(amount for at, amount in admitted if at <= now)
+        assert total <= 300 * (now - began) + 300 + 1e-6, (now - began, total)
+    assert admitted[-1][0] - began > 3.5  # 1500 units at 300 a second, less the first bucket
+
+
+def test_item19_requests_larger_than_a_second_are_charged_in_full() -> None:
+    """Each request costs 500 while the bucket holds 300: formerly charged 300, i.e. 1.7x over the budget."""
+    bucket = TokenBucket(600, "tpm", window=2.0)
+    began, admitted = admissions(bucket, [500.0] * 4)
+    for now, _ in admitted:
+        in_window = sum(amount for at, amount in admitted if now - 2.0 < at <= now)
+        assert in_window <= 600, (now - began, in_window)
+    assert admitted[-1][0] - began > 5.5  # one request per 2 s window: two would pass 600
+
+
+def test_item19_a_request_over_the_whole_budget_names_the_recipe_field() -> None:
+    bucket = TokenBucket(6000, "tpm", "or lower the stage's sampling.max_tokens")
+    with pytest.raises(ConfigError) as caught:
+        asyncio.run(bucket.acquire(7000))
+    assert str(caught.value) == ("backend: tpm: a request needs about 7000, more than the whole budget of 6000 a minute; "
+                                 "raise backend.tpm or lower the stage's sampling.max_tokens")

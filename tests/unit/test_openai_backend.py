@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from synthgen.backends.base import ChatRequest, Completion
-from synthgen.backends.openai_compat import OpenAIBackend
+from synthgen.backends.openai_compat import OpenAIBackend, _retry_after
 from synthgen.backends.sim import SimConfig, SimServer
 from synthgen.errors import FatalBackendError, RetryableBackendError
 from synthgen.stats import RunStats
@@ -97,3 +97,19 @@ def test_usage_and_structured_output() -> None:
     value = json.loads(result.text)
     assert set(value) == {"answer", "score"} and 1 <= value["score"] <= 5
     assert result.prompt_tokens > 0 and result.completion_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("5", 5.0), ("0.25", 0.25), ("1e9", 120.0), ("nan", None), ("inf", None), ("-1", None), ("soon", None),
+     ("", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
+)
+def test_retry_after_header_is_seconds_or_a_date_and_never_nonsense(value: str, expected: float | None) -> None:
+    assert _retry_after({"Retry-After": value}) == expected
+
+
+def test_retry_after_http_date_in_the_future_is_the_seconds_until_it() -> None:
+    from email.utils import formatdate
+
+    wait = _retry_after({"Retry-After": formatdate(time.time() + 30, usegmt=True)})
+    assert wait is not None and 28 <= wait <= 30

@@ -54,7 +54,7 @@ def test_good_recipe_builds_its_stages(tmp_path: Path) -> None:
         (GOOD.replace("count: 3", "count: 3\n      schema: {type: objekt}"), "stages[0].generate.schema.type", "not a valid JSON Schema"),
         (GOOD.replace("      count: 3\n", ""), "stages[0].generate", "`count`"),
         (GOOD.replace("  - length_filter: {field: text, min_chars: 5}", "  - length_filter: {field: text}\n    generate: {}"), "stages[1]", "one key"),
-        (GOOD.replace("name: demo", "name: 'a b'"), "name", "pattern"),
+        (GOOD.replace("name: demo", "name: 'a b'"), "name", "not a plain name"),
     ],
 )
 def test_errors_name_file_and_field(tmp_path: Path, text: str, field: str, words: str) -> None:

@@ -29,16 +29,20 @@ def test_output_under_a_file_is_reported(tmp_path: Path) -> None:
 
 
 def test_cache_round_trip_and_corruption(tmp_path: Path) -> None:
-    cache = RequestCache(tmp_path / "c.sqlite")
+    server_a = {"kind": "openai", "options": {}, "base_url": "http://a:8000/v1"}
+    cache = RequestCache(tmp_path / "c.sqlite", server_a)
     request = ChatRequest("m", [{"role": "user", "content": "hi"}], {"seed": 1})
     assert cache.get(request) is None
     cache.put(request, Completion("hello", "stop", 3, 1))
     assert cache.get(request) == Completion("hello", "stop", 3, 1, cached=True)
     assert cache.get(ChatRequest("m", [{"role": "user", "content": "hi"}], {"seed": 2})) is None
     cache.close()
+    other_server = RequestCache(tmp_path / "c.sqlite", {**server_a, "base_url": "http://b:8000/v1"})
+    assert other_server.get(request) is None  # the same request to another server is not answered from the cache
+    other_server.close()
     (tmp_path / "bad.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(RunDirError, match="bad.sqlite: request cache is unreadable"):
-        RequestCache(tmp_path / "bad.sqlite")
+        RequestCache(tmp_path / "bad.sqlite", {"kind": "sim"})
 
 
 def test_corrupted_cache_in_a_run_fails_cleanly(tmp_path: Path) -> None:

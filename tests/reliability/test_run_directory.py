@@ -1,0 +1,287 @@
+"""The run directory is synthgen's own: foreign folders refused, --fresh removes only synthgen's files, exports
+never replace a user's folder, a full disk loses nothing, stats add up across attempts, SIGTERM stops cleanly
+(issue 14, items 1, 2, 3, 4, 8 and 16)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from synthgen import export
+from synthgen.cli import app
+from synthgen.recipe import load_recipe
+from synthgen.report import build_report
+from synthgen.rundir import EXPORT_MARKER, RUN_MARKER, RunDir
+from tests.conftest import REPO, read_jsonl, synthgen, write
+from tests.integration.test_report import FakeEncoder
+from tests.test_bad_input import BASE, assert_clean_failure, run
+
+RESUME = "re-run the same command to resume: nothing is lost"
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stderr + result.stdout
+
+
+def quickstart(tmp_path: Path, *, export_stage: bool = False, sim: dict[str, float] | None = None) -> Path:
+    """recipes/quickstart.yaml on the built-in sim, dropping answers under 300 characters, optionally exported."""
+    recipe = yaml.safe_load((REPO / "recipes" / "quickstart.yaml").read_text())
+    recipe["backend"] = {"kind": "sim", "model": "sim-model", "max_concurrency": 4,
+                         "sim": {"latency": 0.0, "duplicate_rate": 0.5, **(sim or {})}}
+    recipe["stages"].append({"length_filter": {"field": "response", "min_chars": 300}})  # some rejects
+    if export_stage:
+        recipe["stages"].append({"export": {"layout": "alpaca", "fields": {"output": "response"}}})
+    return write(tmp_path / "recipe.yaml", yaml.safe_dump(recipe, sort_keys=False))
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_item1_a_folder_synthgen_did_not_create_is_refused(tmp_path: Path, fresh: bool) -> None:
+    out = tmp_path / "run"
+    write(out / "dataset.jsonl", '{"mine": 1}\n')
+    write(out / "notes" / "todo.txt", "keep me")
+    before = files_in(out)
+    code, message, _ = run(tmp_path, BASE, *(["--fresh"] if fresh else []))
+    action = "empty it with --fresh" if fresh else "write into it"
+    assert_clean_failure(code, message, tmp_path / "elsewhere", "not a synthgen run directory",
+                         f"no {RUN_MARKER}", f"refusing to {action}", "choose a new or empty folder with --out")
+    assert code == 2 and files_in(out) == before and sorted(p.name for p in out.iterdir()) == ["dataset.jsonl", "notes"]
+
+
+@pytest.mark.parametrize(("out", "what"), [("/", "a parent of the working directory"), ("~", "the home folder"),
+                                           (".", "the working directory"), ("..", "a parent of the working directory"),
+                                           ("~/..", "a parent of the home folder")])
+def test_item1_root_home_working_directory_and_parents_are_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str, what: str) -> None:
+    home = tmp_path / "home"
+    write(home / "thesis.tex", "years of work")
+    monkeypatch.setenv("HOME", str(home))
+    before = sorted(p.name for p in REPO.iterdir())
+    code, message = cli("run", str(write(tmp_path / "r" / "r.yaml", BASE)), "--out", out, "--fresh")
+    assert code == 2 and f"{out}: is {what}; refusing to write synthgen outputs there" in message, message
+    assert "Traceback" not in message
+    assert sorted(p.name for p in REPO.iterdir()) == before and files_in(home) == {"thesis.tex": b"years of work"}
+
+
+def test_item1_fresh_removes_only_what_synthgen_wrote(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    code, message = cli("run", str(quickstart(tmp_path, export_stage=True)), "--limit", "6", "--out", str(out))
+    assert code == 0, message
+    assert (out / RUN_MARKER).is_file() and (out / "export" / EXPORT_MARKER).is_file()
+    write(out / "notes.txt", "mine")
+    write(out / "analysis" / "plot.py", "mine too")
+    write(out / "stats.json.bak", "a copy I made")
+    with RunDir(out).open(fresh=True):
+        left = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    assert left == [".lock", RUN_MARKER, "analysis", "analysis/plot.py", "checkpoints", "notes.txt", "stats.json.bak"]
+
+
+def test_item1_a_run_directory_of_an_earlier_version_is_adopted(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert cli("run", str(quickstart(tmp_path)), "--limit", "4", "--out", str(out))[0] == 0
+    before = yaml.safe_load((out / "stats.json").read_text())
+    (out / RUN_MARKER).unlink()  # as an earlier synthgen left it: checkpoints/, cache.sqlite, no marker, no state
+    (out / "checkpoints" / "state.json").unlink()
+    code, message = cli("run", str(quickstart(tmp_path)), "--limit", "4", "--out", str(out))
+    assert code == 0 and "requests 0 (http 0" in message, message
+    assert (out / RUN_MARKER).is_file()
+    after = yaml.safe_load((out / "stats.json").read_text())  # its stats.json held the totals so far
+    assert after["tokens"] == before["tokens"] and after["requests"] == before["requests"]
+    assert after["rejects_by_reason"] == before["rejects_by_reason"] and after["stages"] == before["stages"]
+
+
+@pytest.mark.parametrize("name", [".", "..", "../../escape", "a/b", ".hidden", "a\\b"])
+def test_item2_recipe_name_is_a_plain_name(tmp_path: Path, name: str) -> None:
+    code, message, out = run(tmp_path, BASE.replace("name: bad", f"name: '{name}'"))
+    assert_clean_failure(code, message, out, "r.yaml: name", "is not a plain name",
+                         "it names the run directory outputs/<name>")
+    assert not (tmp_path / "escape").exists() and not (REPO / "outputs" / name).exists()
+
+
+def test_item2_a_plain_name_with_dots_is_accepted(tmp_path: Path) -> None:
+    path = write(tmp_path / "r.yaml", BASE.replace("name: bad", "name: data.v2-final_1"))
+    assert load_recipe(path).name == "data.v2-final_1"
+
+
+def test_item3_export_never_replaces_a_folder_it_did_not_create(tmp_path: Path) -> None:
+    code, message, out = run(tmp_path, BASE)
+    assert code == 0, message
+    mine = tmp_path / "mine"
+    write(mine / "train.jsonl", "my own data\n")
+    code, message = cli("export", str(out), "--out", str(mine))
+    assert code == 2 and f"{mine}: exists and was not written by synthgen export (no {EXPORT_MARKER} in it); " \
+        "refusing to replace it: choose another export folder" in message, message
+    assert files_in(mine) == {"train.jsonl": b"my own data\n"} and not (tmp_path / "mine.tmp").exists()
+    write(tmp_path / "blocked.tmp" / "keep.txt", "a folder named like the export's temporary")
+    code, message = cli("export", str(out), "--out", str(tmp_path / "blocked"))
+    assert code == 2 and "blocked.tmp: exists and was not written by synthgen export" in message, message
+    assert (tmp_path / "blocked.tmp" / "keep.txt").read_text() == "a folder named like the export's temporary"
+    ours = tmp_path / "ours"
+    for _ in range(2):  # an earlier export of synthgen's is replaced
+        code, message = cli("export", str(out), "--out", str(ours))
+        assert code == 0, message
+    assert sorted(p.name for p in ours.iterdir()) == [EXPORT_MARKER, "README.md", "train.jsonl"]
+
+
+@pytest.mark.parametrize("folder", ["checkpoints", "checkpoints/sub", "backend", "cache.sqlite", "recipe.yaml",
+                                    "stats.json", "dataset.jsonl", "rejects.jsonl", "dataset.jsonl.tmp", RUN_MARKER])
+def test_item3_an_export_stage_cannot_write_over_the_run_files(tmp_path: Path, folder: str) -> None:
+    code, message, out = run(tmp_path, BASE + f"  - export: {{out: '{folder}'}}\n")
+    top = folder.split("/")[0]
+    assert_clean_failure(code, message, out, "stages[1].export.out", f"is where the run keeps its own {top}")
+
+
+@pytest.mark.parametrize("folder", [".", "./", "a/../.."])
+def test_item3_an_export_stage_cannot_be_the_run_directory(tmp_path: Path, folder: str) -> None:
+    code, message, out = run(tmp_path, BASE + f"  - export: {{out: '{folder}'}}\n")
+    assert_clean_failure(code, message, out, "stages[1].export.out", "relative folder inside the run directory")
+
+
+@pytest.mark.parametrize("target", ["", ".", "checkpoints", "cache.sqlite", "backend"])
+def test_item3_cli_export_cannot_write_over_the_run_files(tmp_path: Path, target: str) -> None:
+    code, message, out = run(tmp_path, BASE)
+    assert code == 0, message
+    before = files_in(out)
+    code, message = cli("export", str(out), "--out", str(out / target))
+    expected = "is the run directory or holds it" if target in ("", ".") else f"is where the run keeps its own {target}"
+    assert code == 2 and expected in message and "Traceback" not in message, message
+    assert files_in(out) == before
+
+
+@pytest.mark.parametrize("suffix", ["00-generate.jsonl.tmp", "00-generate.rejects.jsonl.tmp", "dataset.jsonl.tmp",
+                                    "stats.json.tmp", "export"])
+def test_item4_a_full_disk_says_resume_and_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          suffix: str) -> None:
+    recipe = BASE + "  - export: {layout: records}\n"
+    reference = run(tmp_path / "ref", recipe)
+    assert reference[0] == 0, reference[1]
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(suffix):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    def full_export(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    if suffix == "export":
+        monkeypatch.setattr(export, "_write", full_export)
+    else:
+        monkeypatch.setattr(os, "fsync", full)
+    code, message, out = run(tmp_path, recipe)
+    assert code == 2 and "Traceback" not in message and "--fresh" not in message, message
+    assert f"{suffix.removesuffix('.tmp')}: cannot write" in message, message
+    assert "(No space left on device); free space and " + RESUME in message, message
+    assert not list(out.rglob("*.tmp")) and not (out / "recipe.yaml").exists()  # recipe.yaml: once the run succeeds
+    assert (out / "dataset.jsonl").exists() == (suffix == "stats.json.tmp")  # the stats come after the dataset
+    monkeypatch.undo()
+    code, message, out = run(tmp_path, recipe)
+    assert code == 0, message
+    assert (out / "dataset.jsonl").read_bytes() == (reference[2] / "dataset.jsonl").read_bytes()
+    assert (out / "export" / "records.jsonl").exists() or (out / "export" / "train.jsonl").exists()
+
+
+def test_item8_a_failed_rerun_leaves_the_finished_run_as_it_was(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, message, out = run(tmp_path, BASE)
+    assert code == 0, message
+    before = {name: (out / name).read_bytes() for name in ("recipe.yaml", "dataset.jsonl", "rejects.jsonl", "stats.json")}
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("dataset.jsonl.tmp"):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, message, out = run(tmp_path, BASE.replace("count: 3", "count: 5"))
+    assert code == 2 and "dataset.jsonl: cannot write" in message, message
+    assert {name: (out / name).read_bytes() for name in before} == before
+
+
+def test_item8_rerunning_a_finished_run_changes_no_stats_card_or_report(tmp_path: Path) -> None:
+    recipe, out = quickstart(tmp_path, export_stage=True), tmp_path / "run"
+    code, first = cli("run", str(recipe), "--limit", "20", "--out", str(out))
+    assert code == 0, first
+    stats, card = (out / "stats.json").read_bytes(), (out / "export" / "README.md").read_text()
+    report = build_report(out, encoder=FakeEncoder()).read_text()
+    data = yaml.safe_load(stats)
+    assert data["rejects_by_reason"] and data["tokens"]["prompt"] > 0 and "Rejects by reason\n\nNone." not in card
+    code, again = cli("run", str(recipe), "--limit", "20", "--out", str(out))
+    assert code == 0 and "requests 0 (http 0" in again, again
+    assert (out / "stats.json").read_bytes() == stats and (out / "export" / "README.md").read_text() == card
+    assert build_report(out, encoder=FakeEncoder()).read_text() == report
+    rejected = sum(data["rejects_by_reason"].values())
+    assert f"({rejected} records)" in again.split("rejects:")[1].splitlines()[0]
+
+
+def test_item8_stats_add_up_across_the_attempts_of_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = quickstart(tmp_path)
+    assert cli("run", str(recipe), "--limit", "12", "--out", str(tmp_path / "ref"))[0] == 0
+    reference = yaml.safe_load((tmp_path / "ref" / "stats.json").read_text())
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:  # every stage finishes, then the dataset cannot be written
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("dataset.jsonl.tmp"):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "run"
+    code, message = cli("run", str(recipe), "--limit", "12", "--out", str(out))
+    assert code == 2 and RESUME in message, message
+    monkeypatch.undo()
+    code, message = cli("run", str(recipe), "--limit", "12", "--out", str(out))
+    assert code == 0 and "requests 0 (http 0" in message, message  # this attempt sent nothing...
+    resumed = yaml.safe_load((out / "stats.json").read_text())
+    for key in ("tokens", "rejects_by_reason", "stages"):  # ...yet the run's stats count the first attempt's work
+        assert resumed[key] == reference[key], key
+    assert resumed["requests"]["http_sent"] == reference["requests"]["http_sent"] > 0
+
+
+def _cached(run_dir: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{run_dir / 'cache.sqlite'}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute("SELECT COUNT(*) FROM completions").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def test_item16_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path: Path) -> None:
+    recipe = quickstart(tmp_path, sim={"latency": 0.2})
+    args = ["run", str(recipe), "--limit", "40"]
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "synthgen", *args, "--out", str(run_dir)], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while _cached(run_dir) < 8 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stdout + stderr
+    assert "interrupted; re-run the same command to resume" in stderr and "Traceback" not in stderr
+    assert not list(run_dir.rglob("*.tmp")) and not (run_dir / "dataset.jsonl").exists()
+    assert not (run_dir / "recipe.yaml").exists()
+    with RunDir(run_dir).open():  # the lock was released
+        pass
+
+    resumed = synthgen(*args, "--out", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "cache hits 0" not in resumed.stderr  # what the first attempt finished was replayed
+    reference = synthgen(*args, "--out", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr
+    assert (run_dir / "dataset.jsonl").read_bytes() == (tmp_path / "ref" / "dataset.jsonl").read_bytes()
+    assert len(read_jsonl(run_dir / "dataset.jsonl")) > 0
