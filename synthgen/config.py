@@ -20,8 +20,9 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def load_yaml(path: str | Path) -> Any:
-    """Parse a YAML file; a missing file or a syntax error raises ConfigError with the line."""
+def load_yaml(path: str | Path, recursive: bool = False) -> Any:
+    """Parse a YAML file; a missing file or a syntax error raises ConfigError with the line. An alias inside the
+    node it names makes a recursive structure: refused unless `recursive` (the caller then checks it itself)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -36,7 +37,7 @@ def load_yaml(path: str | Path) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _expanded_size(node, {}, set())
+        _expanded_size(node, {}, set(), recursive)
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -66,22 +67,25 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int]) -> int:
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_nodes: set[int], recursive: bool) -> int:
     """Nodes in the document once every alias is expanded; refuses expansions past MAX_EXPANDED_NODES (a few
     hundred bytes of nested aliases can otherwise expand to gigabytes). An alias inside the node it names (a
-    cycle) counts once: the taxonomy and recipe checks name the field it makes recursive."""
+    cycle) counts once when `recursive`, and is refused otherwise."""
     key = id(node)
     if key in sizes:
         return sizes[key]
     if key in open_nodes:
-        return 1
+        if recursive:
+            return 1
+        raise yaml.constructor.ConstructorError(
+            None, None, "an alias refers to a node that contains it (a recursive structure)", node.start_mark)
     open_nodes.add(key)
     children: list[yaml.Node] = []
     if isinstance(node, yaml.SequenceNode):
         children = node.value
     elif isinstance(node, yaml.MappingNode):
         children = [part for pair in node.value for part in pair]
-    size = 1 + sum(_expanded_size(child, sizes, open_nodes) for child in children)
+    size = 1 + sum(_expanded_size(child, sizes, open_nodes, recursive) for child in children)
     open_nodes.discard(key)
     if size > MAX_EXPANDED_NODES:
         raise yaml.constructor.ConstructorError(

@@ -7,7 +7,7 @@
     ├── BackendError         talking to a model backend failed
     │   ├── FatalBackendError      a 4xx that retrying cannot fix (bad key, unknown model, context too long)
     │   └── RetryableBackendError  429, 5xx, timeouts, dropped connections, malformed bodies
-    ├── RunDirError          the run directory is locked by another run or not writable
+    ├── RunDirError          the run directory, cache or an output path cannot be used (locked, full, foreign)
     └── StageFailure         a stage hit an unexpected error (a bug): names the stage and the record; chains it
 """
 
@@ -65,7 +65,8 @@ class RetryableBackendError(BackendError):
 
 
 class RunDirError(SynthgenError):
-    """The run directory cannot be used (locked by another run, or not writable)."""
+    """The run directory, its cache or an output path cannot be used: locked by another run, not writable, full,
+    damaged, or a folder or file synthgen did not create and will not overwrite."""
 
 
 class StageFailure(SynthgenError):

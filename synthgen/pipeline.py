@@ -4,29 +4,28 @@ and resumes from the last valid checkpoint (generation itself resumes through th
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
 from synthgen.aio import LoopThread
 from synthgen.backends.factory import BackendContext, create_backend
 from synthgen.cache import CachedBackend, RequestCache
-from synthgen.errors import ConfigError, RunDirError, StageFailure, SynthgenError
+from synthgen.checkpoints import RejectLog, checkpointed, merge_rejects, read_checkpoint, resume_point
+from synthgen.errors import ConfigError, RunDirError
 from synthgen.fingerprint import stage_fingerprints
 from synthgen.recipe import Recipe
 from synthgen.record import Record
 from synthgen.rundir import JsonlWriter, RunDir, write_atomic
 from synthgen.runtime import Runtime
 from synthgen.stages import STAGES, Stage, StageContext
-from synthgen.stages.base import RejectSink, StageExecutor, discard_rejects, is_transient_reject, run_locally
+from synthgen.stages.base import RejectSink, StageExecutor, discard_rejects, run_locally
 from synthgen.stages.generate import Generate, GenerateParams
 from synthgen.stages.source import Source
-from synthgen.stats import RunStats, StageCounts
+from synthgen.stats import RunStats
 
 
 @dataclass
@@ -129,14 +128,14 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
     stats = stats or RunStats()
     run_dir = RunDir(out).open(fresh)
     with run_dir, ExitStack() as stack:
-        state, rejects = run_dir.read_state(), _RejectLog(stats)
+        state, rejects = run_dir.read_state(), RejectLog(stats)
         try:
             source = open_source(recipe)
             runtime = open_runtime(recipe, run_dir, stats, stack)
             stages = build_stages(recipe, stats, limit=limit, runtime=runtime, reject_sink=rejects.sink,
                                   workdir=run_dir.checkpoints)
             fingerprints = stage_fingerprints(recipe, len(stages), limit)
-            start = _resume_point(run_dir, stages, fingerprints, stats, retry_rejects)
+            start = resume_point(run_dir, stages, fingerprints, stats, retry_rejects)
             if start == len(stages) and state.get("finished") == fingerprints[-1] and run_dir.dataset_path.exists():
                 with run_dir.dataset_path.open("rb") as handle:
                     return RunResult(run_dir, stats, sum(1 for _ in handle))  # finished: nothing to redo or rewrite
@@ -146,10 +145,10 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
                                 for spec in recipe.stage_specs]  # every parameter spelled out, defaults included
             run_dir.write_recipe({**frozen, "run": {"limit": limit, "command": command}})
 
-            stream: Iterable[Record] = _read_checkpoint(run_dir, stages[start - 1]) if start else limited(source, limit)
+            stream: Iterable[Record] = read_checkpoint(run_dir, stages[start - 1]) if start else limited(source, limit)
             wrappers: list[Generator[Record, None, None]] = []
             for stage, fingerprint in zip(stages[start:], fingerprints[start:], strict=True):
-                wrappers.append(_checkpointed(stage, stream, run_dir, fingerprint, rejects, executor))
+                wrappers.append(checkpointed(stage, stream, run_dir, fingerprint, rejects, executor))
                 stream = wrappers[-1]
             dataset = JsonlWriter(run_dir.dataset_path)
             written = 0
@@ -164,7 +163,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
                         wrapper.close()
                     raise
             dataset.commit()
-            _merge_rejects(run_dir, stages)
+            merge_rejects(run_dir, stages)
             total = stats.plus(state.get("totals", {}))
             write_atomic(run_dir.stats_path, orjson.dumps(total.to_dict(), option=orjson.OPT_INDENT_2))
             run_dir.commit_recipe()
@@ -198,96 +197,6 @@ def _sampling(stats: RunStats, every: float = 1.0) -> Iterator[None]:
         stats.sample()
 
 
-class _RejectLog:
-    """Routes each stage's rejects to that stage's checkpoint writer and counts them."""
-
-    def __init__(self, stats: RunStats) -> None:
-        self.stats = stats
-        self.writers: dict[str, JsonlWriter] = {}
-        self.transient: Counter[str] = Counter()  # per stage label: rejects a later run retries
-
-    def sink(self, label: str) -> RejectSink:
-        counts = self.stats.stage(label)
-
-        def reject(record: Record, reason: str, detail: str | None) -> None:
-            counts.rejected += 1
-            self.stats.rejects[reason] += 1
-            self.transient[label] += is_transient_reject(reason)
-            line = {"id": record.id, "stage": label, "reason": reason, "detail": detail,
-                    "fields": record.fields, "meta": record.meta}
-            self.writers[label].write_line(orjson.dumps(line))
-
-        return reject
-
-
-def _checkpoint_paths(run_dir: RunDir, stage: Stage) -> tuple[Path, Path, Path]:
-    base = run_dir.checkpoints / stage.ctx.label
-    return base.with_suffix(".jsonl"), base.with_suffix(".rejects.jsonl"), base.with_suffix(".done")
-
-
-def _checkpointed(stage: Stage, records: Iterable[Record], run_dir: RunDir, fingerprint: str,
-                  rejects: _RejectLog, executor: StageExecutor) -> Generator[Record, None, None]:
-    """Run `stage`, counting and checkpointing what it yields; the checkpoint appears only when it finishes."""
-    counts = stage.ctx.stats.stage(stage.ctx.label)
-    output_path, rejects_path, done_path = _checkpoint_paths(run_dir, stage)
-    output, rejects.writers[stage.ctx.label] = JsonlWriter(output_path), JsonlWriter(rejects_path)
-
-    last: list[str] = []  # the id of the last record the stage took in, to name it in a StageFailure
-
-    def counted(inputs: Iterable[Record]) -> Iterator[Record]:
-        for record in inputs:
-            counts.records_in += 1
-            last[:] = [record.id]
-            yield record
-
-    try:
-        for record in executor(stage, counted(records), fingerprint):
-            counts.records_out += 1
-            output.write(record)
-            yield record
-    except BaseException as exc:
-        output.discard()
-        rejects.writers[stage.ctx.label].discard()
-        if isinstance(exc, Exception) and not isinstance(exc, SynthgenError):
-            raise StageFailure(stage.ctx.label, last[0] if last else None, exc) from exc
-        raise
-    output.commit()
-    rejects.writers[stage.ctx.label].commit()
-    write_atomic(done_path, orjson.dumps({"fingerprint": fingerprint, "counts": vars(counts),
-                                          "transient_rejects": rejects.transient[stage.ctx.label]}))
-
-
-def _is_current(done: dict[str, Any], fingerprint: str, retry_rejects: bool) -> bool:
-    """A finished stage's checkpoint can be reused: same fingerprint, and (with `retry_rejects`) no record
-    rejected for a transient backend failure, which re-running the stage retries (the rest replays from the cache)."""
-    return done.get("fingerprint") == fingerprint and not (retry_rejects and done.get("transient_rejects"))
-
-
-def _resume_point(run_dir: RunDir, stages: list[Stage], fingerprints: list[str], stats: RunStats,
-                  retry_rejects: bool) -> int:
-    """Index of the first stage to run: the first whose checkpoint is missing or not current."""
-    finished = []
-    for stage, fingerprint in zip(stages, fingerprints, strict=True):
-        done_path = _checkpoint_paths(run_dir, stage)[2]
-        if not done_path.exists():
-            break
-        done = orjson.loads(done_path.read_bytes())
-        if not _is_current(done, fingerprint, retry_rejects):
-            break
-        finished.append((stage, done))
-    for stage, done in finished:
-        stats.stages[stage.ctx.label] = StageCounts(**done["counts"])
-        with _checkpoint_paths(run_dir, stage)[1].open("rb") as handle:  # reasons of the stages not run again
-            stats.rejects.update(orjson.loads(line)["reason"] for line in handle)
-    return len(finished)
-
-
-def _read_checkpoint(run_dir: RunDir, stage: Stage) -> Iterator[Record]:
-    with _checkpoint_paths(run_dir, stage)[0].open("rb") as handle:
-        for line in handle:
-            yield Record.from_json(line)
-
-
 def limited(source: Source | None, limit: int | None) -> Iterator[Record]:
     """The source's records, at most `limit` of them (none without a source)."""
     if source is None:
@@ -311,15 +220,3 @@ def _expected_requests(stages: list[Stage], source: Source | None, limit: int | 
         if index >= start:
             total += records
     return total or None
-
-
-def _merge_rejects(run_dir: RunDir, stages: list[Stage]) -> None:
-    """rejects.jsonl: every stage's rejects, in stage order."""
-    writer = JsonlWriter(run_dir.rejects_path)
-    for stage in stages:
-        path = _checkpoint_paths(run_dir, stage)[1]
-        if path.exists():
-            with path.open("rb") as handle:
-                for line in handle:
-                    writer.write_line(line.rstrip(b"\n"))
-    writer.commit()

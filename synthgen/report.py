@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from synthgen.embedding.encoder import Encoder
-from synthgen.errors import ConfigError
+from synthgen.errors import ConfigError, RunDirError
 from synthgen.report_data import RunData, Sample, record_text
 from synthgen.rundir import write_atomic
 
@@ -286,5 +286,17 @@ def build_report(run_dir: Path, out: Path | None = None, encoder: Encoder | None
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>synthgen report: {_e(run.name)}</title>'
             f"<style>{_STYLE}</style></head><body>{_header(run, len(synthetic.lengths))}{sections}</body></html>\n")
     target = Path(out) if out is not None else run.path / "report.html"
+    _refuse_foreign(target)
     write_atomic(target, page.encode("utf-8"))
     return target
+
+
+def _refuse_foreign(target: Path) -> None:
+    """An existing file is replaced only if it is a synthgen report (its title says so)."""
+    if target.is_dir():
+        raise RunDirError(f"{target}: is a folder; give the report a file name, e.g. {target / 'report.html'}")
+    if target.exists():
+        with target.open("rb") as handle:
+            head = handle.read(256)
+        if b"<title>synthgen report: " not in head:
+            raise RunDirError(f"{target}: exists and is not a synthgen report; refusing to overwrite it: choose another --out")

@@ -107,7 +107,7 @@ class Taxonomy:
     @classmethod
     def load(cls, path: str | Path) -> Taxonomy:
         """Read and check a taxonomy YAML file."""
-        return cls.from_data(load_yaml(path), str(path))
+        return cls.from_data(load_yaml(path, recursive=True), str(path))  # from_data names a cycle's node
 
     @classmethod
     def from_data(cls, data: Any, source: str) -> Taxonomy:

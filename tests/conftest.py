@@ -52,3 +52,15 @@ def synthgen(*args: str, env: dict[str, str] | None = None, timeout: float = 120
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """All rows of a JSONL file."""
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def disk_full_for(monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    """Make syncing any file whose name ends with `suffix` fail as on a full disk (ENOSPC)."""
+    real_fsync = os.fsync
+
+    def full(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(suffix):
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", full)

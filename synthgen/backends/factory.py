@@ -90,7 +90,7 @@ class BackendConfig(StrictModel):
         if self.kind == "sim":
             identity["sim"] = self.sim
         elif self.kind == "openai" or self.base_url:
-            identity["base_url"] = _without_credentials(self.resolved_base_url()).rstrip("/")
+            identity["base_url"] = without_credentials(self.resolved_base_url()).rstrip("/")
         return identity
 
     def api_key(self) -> str | None:
@@ -104,7 +104,7 @@ class BackendConfig(StrictModel):
         return 2 * self.max_concurrency + 64
 
 
-def _without_credentials(url: str) -> str:
+def without_credentials(url: str) -> str:
     """`url` with any user:password@ removed (so a rotated credential keeps the cache)."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
@@ -114,7 +114,7 @@ def check_base_url(url: str) -> str:
     """`url` if it is an http(s) URL with a host; else ValueError saying what a base URL looks like."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base URL {_without_credentials(url)!r} needs http:// or https:// and a host, "
+        raise ValueError(f"base URL {without_credentials(url)!r} needs http:// or https:// and a host, "
                          "e.g. http://localhost:8000/v1")
     return url
 

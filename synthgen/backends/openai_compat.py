@@ -15,10 +15,12 @@ stops; once it has answered, a refused connection is retried like any transient 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import math
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import orjson
@@ -26,9 +28,9 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_exponential_jitter
 
 from synthgen.backends.base import ChatRequest, Completion
-from synthgen.backends.factory import MAX_RESPONSE_BYTES
+from synthgen.backends.factory import MAX_RESPONSE_BYTES, without_credentials
 from synthgen.backends.limits import AdaptiveWindow, TokenBucket
-from synthgen.errors import BackendError, FatalBackendError, RetryableBackendError
+from synthgen.errors import BackendError, ConfigError, FatalBackendError, RetryableBackendError
 from synthgen.stats import RunStats
 
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -55,11 +57,17 @@ class OpenAIBackend:
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         stats: RunStats | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = without_credentials(base_url).rstrip("/")  # messages never show a URL's password
         self._url = self.base_url + "/chat/completions"
         self._headers = {"Content-Type": "application/json"}
         if api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
+        if (login := urlsplit(base_url)).username is not None:
+            if api_key:
+                raise ConfigError("backend", "base_url", "the base URL holds a user:password and an API key is set: both "
+                                  "would go in the Authorization header; keep one")
+            pair = f"{unquote(login.username)}:{unquote(login.password or '')}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._max_attempts = max_attempts
         self.window = AdaptiveWindow(max_concurrency)
@@ -89,7 +97,7 @@ class OpenAIBackend:
             reraise=True,
         )
         self.stats.retries[failure.cause] += 1
-        await asyncio.sleep(self._delay(failure, 1))
+        await asyncio.sleep(self._delay(failure.retry_after, 1))
         try:
             async for attempt in retrying:
                 with attempt:
@@ -223,13 +231,13 @@ class OpenAIBackend:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        assert isinstance(exc, RetryableBackendError)
-        return self._delay(exc, state.attempt_number + 1)
+        retry_after = exc.retry_after if isinstance(exc, RetryableBackendError) else None
+        return self._delay(retry_after, state.attempt_number + 1)
 
-    def _delay(self, exc: RetryableBackendError, retry_number: int) -> float:
+    def _delay(self, retry_after: float | None, retry_number: int) -> float:
         """Seconds before retry `retry_number` (1-based): the server's Retry-After, else exponential jitter."""
-        if exc.retry_after is not None:
-            return exc.retry_after
+        if retry_after is not None:
+            return retry_after
         self._backoff_state.attempt_number = retry_number
         return float(self._backoff(self._backoff_state))
 

@@ -33,7 +33,8 @@ class SimProcess:
 
     @property
     def pid(self) -> int:
-        assert self._process is not None, "the sim process is not running"
+        if self._process is None:
+            raise RuntimeError("the sim process is not running")
         return self._process.pid
 
     def __enter__(self) -> SimProcess:

@@ -41,7 +41,7 @@ from synthgen.engine.ray_workers import (
     run_block,
     spill,
 )
-from synthgen.errors import ConfigError
+from synthgen.errors import ConfigError, RunDirError
 from synthgen.hashing import content_hash
 from synthgen.recipe import Recipe
 from synthgen.record import Record
@@ -90,8 +90,7 @@ class RayExecutor:
     def _in_blocks(self, stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterator[Record]:
         """The stage on the actor pool, block by block; outputs and rejects come back in input order."""
 
-        assert stage.ctx.workdir is not None, "the Ray engine needs a run directory"
-        folder = stage.ctx.workdir / f"{stage.ctx.label}.blocks"
+        folder = stage_workdir(stage) / f"{stage.ctx.label}.blocks"
         folder.mkdir(exist_ok=True)
         if isinstance(stage, Generate) and stage.params.count is not None:
             for _ in records:  # a first stage: its input stream is empty
@@ -133,13 +132,13 @@ class RayExecutor:
         cache; the stage then decides on the driver over the gathered vectors, which it reads from that cache."""
         import ray
 
-        assert stage.ctx.workdir is not None
-        path = stage.ctx.workdir / f"{stage.ctx.label}.input.jsonl"
+        workdir = stage_workdir(stage)
+        path = workdir / f"{stage.ctx.label}.input.jsonl"
         spans = spill(records, path, self.options.block_size)
         if spans:
             gpus = int(ray.cluster_resources().get("GPU", 0))
             setup = {"model": stage.params.model, "batch_size": stage.params.batch_size, "fields": stage.params.fields,
-                     "cache_dir": str(stage.ctx.workdir.parent), "device": "cuda" if gpus else "cpu"}
+                     "cache_dir": str(workdir.parent), "device": "cuda" if gpus else "cpu"}
             blocks = ray.data.from_items([{"path": str(path), "bytes": span} for span in spans], override_num_blocks=len(spans))
             embedded = blocks.map(EmbeddingWorker, fn_constructor_kwargs=setup,  # type: ignore[arg-type]
                                   compute=ray.data.ActorPoolStrategy(size=max(1, min(gpus or self.options.workers, len(spans)))),
@@ -194,25 +193,32 @@ def dedup_on_ray(stage: Stage, records: Iterable[Record], block_size: int) -> It
 
     from synthgen.engine.ray_dedup import exact_duplicates, minhash_duplicates
 
-    assert stage.ctx.workdir is not None
-    path = stage.ctx.workdir / f"{stage.ctx.label}.input.jsonl"
+    path = stage_workdir(stage) / f"{stage.ctx.label}.input.jsonl"
     spans = spill(records, path, block_size)
     blocks = [{"path": str(path), "bytes": span, "first": k * block_size} for k, span in enumerate(spans)]
     rows = ray.data.from_items(blocks, override_num_blocks=max(1, len(spans))).flat_map(record_rows)
     partitions = max(1, min(len(spans), 4 * int(ray.cluster_resources().get("CPU", 1))))  # groupby shuffle width
     if isinstance(stage, ExactDedup):
         dropped = {key: ("exact_duplicate", match) for key, match in exact_duplicates(rows, stage.params, partitions).items()}
-    else:
-        assert isinstance(stage, MinHashDedup), f"no distributed form of {stage.name}"
+    elif isinstance(stage, MinHashDedup):
         found = minhash_duplicates(rows, stage.params, stage.ctx, partitions)
         dropped = found.dropped
         stage.ctx.stats.metrics.setdefault(stage.ctx.label, {})["clusters"] = len(set(found.clusters.values()))
+    else:
+        raise ConfigError(str(stage.ctx.recipe_path), stage.ctx.label, f"'{stage.name}' has no distributed form")
     for record in read_records(path):
         if record.id in dropped:
             reject_duplicate(stage.ctx, record, *dropped[record.id])
         else:
             yield record
     path.unlink()
+
+
+def stage_workdir(stage: Stage) -> Path:
+    """The stage's folder in the run directory, where the engine spills its input and blocks."""
+    if stage.ctx.workdir is None:
+        raise RunDirError(f"stage {stage.ctx.label}: the Ray engine needs a run directory")
+    return stage.ctx.workdir
 
 
 def _add_requests(stats: RunStats, delta: dict[str, int]) -> None:

@@ -75,8 +75,7 @@ class BlockWorker:
             return {"block": block, "stats": orjson.dumps({})}
         stage = self._started()
         before = request_counts(self.stats)
-        if task.get("draws") is not None:
-            assert isinstance(stage, Generate)
+        if task.get("draws") is not None and isinstance(stage, Generate):
             stage.draws = range(*task["draws"])
             inputs: Iterable[Record] = ()
         else:

@@ -22,7 +22,7 @@ import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import Field
 
@@ -120,9 +120,11 @@ class EvolInstruct(Stage):
         self.prompts = PromptLibrary(ctx.prompts_dir)
         self.taxonomy = Taxonomy.load(ctx.resolve(params.taxonomy))
         self.op_sampling: dict[str, dict[str, Any]] = {}
+        self.op_templates: dict[str, str] = {}
         for leaf in self.taxonomy.leaves:
             if leaf.template is None:
                 raise ConfigError(self.taxonomy.source, leaf.path, "an evolution operation needs a template")
+            self.op_templates[leaf.path] = leaf.template
             self.prompts.variables(leaf.template)  # fails early on a missing template or a syntax error
             try:
                 merged = SamplingParams.model_validate({**params.sampling.model_dump(exclude_none=True), **leaf.sampling})
@@ -166,11 +168,11 @@ class EvolInstruct(Stage):
 
     def _plan(self, parent: Record, round_: int) -> Evolution:
         leaf, placeholders = self.choose(round_, parent.id)
-        assert leaf.template is not None
+        template = self.op_templates[leaf.path]
         variables = {**placeholders, "leaf": leaf.path, "record": parent.fields, "instruction": parent.fields[self.params.field]}
-        messages = self.prompts.render(leaf.template, variables)
+        messages = self.prompts.render(template, variables)
         request = self._request(messages, self.op_sampling[leaf.path], "evolve", round_, parent, self.evolve_schema)
-        return Evolution(parent, round_, leaf, leaf.template, placeholders, {"evolve": request}, [])
+        return Evolution(parent, round_, leaf, template, placeholders, {"evolve": request}, [])
 
     def _request(self, messages: list[dict[str, str]], sampling: dict[str, Any], step: str, round_: int, parent: Record,
                  schema: OutputSchema | None = None) -> ChatRequest:
@@ -196,11 +198,11 @@ class EvolInstruct(Stage):
         """Send the answer and the equality judgement of each evolved instruction together; eliminate cases 1-3."""
         requests = []
         for evolution in evolutions:
-            assert evolution.instruction is not None
+            instruction = cast(str, evolution.instruction)  # an evolution that did not fail has its instruction
             parent, round_ = evolution.parent, evolution.round
-            ask = self.prompts.render(self.params.answer_template, {"instruction": evolution.instruction})
+            ask = self.prompts.render(self.params.answer_template, {"instruction": instruction})
             compare = self.prompts.render(self.params.judge_template,
-                                          {"first": parent.fields[self.params.field], "second": evolution.instruction})
+                                          {"first": parent.fields[self.params.field], "second": instruction})
             evolution.requests["answer"] = self._request(ask, self.params.answer_sampling.to_body(), "answer", round_, parent)
             evolution.requests["judge"] = self._request(compare, self.params.judge_sampling.to_body(), "judge", round_, parent,
                                                         self.judge_schema)

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import Field, model_validator
 
@@ -122,13 +122,13 @@ class Generate(Stage):
                     raise ConfigError(source, f"{field}.taxonomy_branch",
                                       f"no leaves under {params.taxonomy_branch!r} in {params.taxonomy}") from None
         else:
-            assert params.template is not None
-            self.taxonomy = Taxonomy.single(params.template)
-        self.leaf_sampling = {}
+            self.taxonomy = Taxonomy.single(cast(str, params.template))  # the params' validator asks for one of the two
+        self.leaf_sampling, self.templates = {}, {}
         for leaf in self.taxonomy.leaves:
-            template = self._template(leaf)
+            template = (leaf.template if params.leaf_templates else None) or params.template
             if template is None:
                 raise ConfigError(self.taxonomy.source, leaf.path, "leaf has no template and the stage sets none")
+            self.templates[leaf.path] = template
             self.prompts.variables(template)  # fails early on a missing template or a syntax error
             try:
                 merged = SamplingParams.model_validate({**params.sampling.model_dump(exclude_none=True), **leaf.sampling})
@@ -157,8 +157,7 @@ class Generate(Stage):
         for parent, origin in inputs:
             rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, origin))
             leaf, placeholders = self._sample(rng, parent)
-            template = self._template(leaf)
-            assert template is not None
+            template = self.templates[leaf.path]
             variables = {**placeholders, "leaf": leaf.path, "record": parent.fields if parent else {}}
             try:
                 messages = self.prompts.render(template, variables)
@@ -168,15 +167,12 @@ class Generate(Stage):
             for sample in range(self.params.n):
                 yield Job(parent, origin, leaf, template, placeholders, messages, self.leaf_sampling[leaf.path], sample)
 
-    def _template(self, leaf: Leaf) -> str | None:
-        return (leaf.template if self.params.leaf_templates else None) or self.params.template
-
     def _sample(self, rng: random.Random, parent: Record | None) -> tuple[Leaf, dict[str, Any]]:
         wanted = parent.fields.get(self.params.leaf_field) if parent and self.params.leaf_field else None
         try:
             return self.taxonomy.sample(rng, wanted)
-        except KeyError:
-            assert parent is not None
+        except KeyError:  # only a `leaf_field` value of an input record can name no leaf
+            parent = cast(Record, parent)
             where = f"{parent.meta.get('source')}:{parent.meta.get('line')}" if "source" in parent.meta else f"record {parent.id}"
             raise InputError(where, None, f"field {self.params.leaf_field}={wanted!r} names no leaf of {self.taxonomy.source}; "
                                           f"leaves: {[leaf.path for leaf in self.taxonomy.leaves]}") from None
@@ -243,8 +239,7 @@ class Generate(Stage):
             meta["parents"] = self._parents(job)
             meta["steps"] = [*meta.get("steps", []), step]
             return Record(self._record_id(job), {**base, **fields}, meta)
-        assert failure is not None
-        return failure
+        return cast(Rejection, failure)  # every attempt (at least one) either returned or set `failure`
 
     def _record_id(self, job: Job) -> str:
         return make_record_id(job.origin, self.ctx.key, job.sample)

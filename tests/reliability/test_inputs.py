@@ -84,6 +84,8 @@ YAML_CASES = {
                                ("tax.yaml: invalid YAML: line 3", "duplicate key 'weight' (first given at line 3)")),
     "alias bomb": (BASE + BOMB.replace("a: &a", "x-a: &a"), {}, ("r.yaml: invalid YAML", "aliases expand the document past 1,000,000 nodes")),
     "deep nesting": (BASE + "deep: " + "[" * 20_000 + "]" * 20_000 + "\n", {}, ("r.yaml: invalid YAML: nested too deeply",)),
+    "recursive alias": (BASE.replace("backend: {kind: sim,", "backend: &b {options: {loop: *b}, kind: sim,"), {},
+                        ("r.yaml: invalid YAML: line 3", "an alias refers to a node that contains it")),
 }
 
 
@@ -134,6 +136,21 @@ def test_item12_credentials_in_base_url_are_redacted(tmp_path: Path, sim: SimSer
     assert "base_url: http://<redacted>@127.0.0.1" in recipe_text
     for written in (out / "recipe.yaml", out / "export" / "README.md", out / "stats.json"):
         assert "hunter2" not in written.read_text() and "alice" not in written.read_text(), written
+
+
+def test_item12_credentials_in_base_url_and_an_api_key_conflict(tmp_path: Path, sim: SimServer) -> None:
+    url = str(sim.base_url).replace("http://", "http://alice:hunter2@")
+    recipe = BASE.replace("kind: sim, sim: {latency: 0.0}", "kind: openai")
+    code, message, out = run(tmp_path, recipe, "--base-url", url, env={"OPENAI_API_KEY": "sk-x"})
+    assert_clean_failure(code, message, out, "backend: base_url", "holds a user:password and an API key")
+    assert "hunter2" not in message
+
+
+def test_item12_credentials_never_shown_in_messages(tmp_path: Path) -> None:
+    recipe = BASE.replace("kind: sim, sim: {latency: 0.0}", "kind: openai")
+    code, message, out = run(tmp_path, recipe, "--base-url", "http://alice:hunter2@127.0.0.1:9/v1")
+    assert_clean_failure(code, message, out, "cannot connect to http://127.0.0.1:9/v1")
+    assert "hunter2" not in message
 
 
 def test_item12_redact_urls_in_any_string() -> None:

@@ -4,7 +4,6 @@ never replace a user's folder, a full disk loses nothing, stats add up across at
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +20,7 @@ from synthgen.cli import app
 from synthgen.recipe import load_recipe
 from synthgen.report import build_report
 from synthgen.rundir import EXPORT_MARKER, RUN_MARKER, RunDir
-from tests.conftest import REPO, read_jsonl, synthgen, write
+from tests.conftest import REPO, disk_full_for, read_jsonl, synthgen, write
 from tests.integration.test_report import FakeEncoder
 from tests.test_bad_input import BASE, assert_clean_failure, run
 
@@ -136,6 +135,18 @@ def test_item3_export_never_replaces_a_folder_it_did_not_create(tmp_path: Path) 
     assert sorted(p.name for p in ours.iterdir()) == [EXPORT_MARKER, "README.md", "train.jsonl"]
 
 
+def test_item3_report_never_overwrites_a_file_it_did_not_write(tmp_path: Path) -> None:
+    code, message, out = run(tmp_path, BASE)
+    assert code == 0, message
+    notes = write(tmp_path / "notes.html", "<html>my own notes</html>")
+    code, message = cli("report", str(out), "--out", str(notes))
+    assert code == 2 and "notes.html: exists and is not a synthgen report; refusing to overwrite it" in message, message
+    assert notes.read_text() == "<html>my own notes</html>"
+    for _ in range(2):  # its own report is replaced
+        code, message = cli("report", str(out), "--out", str(tmp_path / "report.html"))
+        assert code == 0, message
+
+
 @pytest.mark.parametrize("folder", ["checkpoints", "checkpoints/sub", "backend", "cache.sqlite", "recipe.yaml",
                                     "stats.json", "dataset.jsonl", "rejects.jsonl", "dataset.jsonl.tmp", RUN_MARKER])
 def test_item3_an_export_stage_cannot_write_over_the_run_files(tmp_path: Path, folder: str) -> None:
@@ -168,12 +179,6 @@ def test_item4_a_full_disk_says_resume_and_loses_nothing(tmp_path: Path, monkeyp
     recipe = BASE + "  - export: {layout: records}\n"
     reference = run(tmp_path / "ref", recipe)
     assert reference[0] == 0, reference[1]
-    real_fsync = os.fsync
-
-    def full(fd: int) -> None:
-        if os.readlink(f"/proc/self/fd/{fd}").endswith(suffix):
-            raise OSError(28, "No space left on device")
-        real_fsync(fd)
 
     def full_export(*args: object) -> None:
         raise OSError(28, "No space left on device")
@@ -181,7 +186,7 @@ def test_item4_a_full_disk_says_resume_and_loses_nothing(tmp_path: Path, monkeyp
     if suffix == "export":
         monkeypatch.setattr(export, "_write", full_export)
     else:
-        monkeypatch.setattr(os, "fsync", full)
+        disk_full_for(monkeypatch, suffix)
     code, message, out = run(tmp_path, recipe)
     assert code == 2 and "Traceback" not in message and "--fresh" not in message, message
     assert f"{suffix.removesuffix('.tmp')}: cannot write" in message, message
@@ -199,14 +204,7 @@ def test_item8_a_failed_rerun_leaves_the_finished_run_as_it_was(tmp_path: Path, 
     code, message, out = run(tmp_path, BASE)
     assert code == 0, message
     before = {name: (out / name).read_bytes() for name in ("recipe.yaml", "dataset.jsonl", "rejects.jsonl", "stats.json")}
-    real_fsync = os.fsync
-
-    def full(fd: int) -> None:
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("dataset.jsonl.tmp"):
-            raise OSError(28, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", full)
+    disk_full_for(monkeypatch, "dataset.jsonl.tmp")  # every stage finishes, then the dataset cannot be written
     code, message, out = run(tmp_path, BASE.replace("count: 3", "count: 5"))
     assert code == 2 and "dataset.jsonl: cannot write" in message, message
     assert {name: (out / name).read_bytes() for name in before} == before
@@ -232,14 +230,7 @@ def test_item8_stats_add_up_across_the_attempts_of_a_run(tmp_path: Path, monkeyp
     recipe = quickstart(tmp_path)
     assert cli("run", str(recipe), "--limit", "12", "--out", str(tmp_path / "ref"))[0] == 0
     reference = yaml.safe_load((tmp_path / "ref" / "stats.json").read_text())
-    real_fsync = os.fsync
-
-    def full(fd: int) -> None:  # every stage finishes, then the dataset cannot be written
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("dataset.jsonl.tmp"):
-            raise OSError(28, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", full)
+    disk_full_for(monkeypatch, "dataset.jsonl.tmp")  # every stage finishes, then the dataset cannot be written
     out = tmp_path / "run"
     code, message = cli("run", str(recipe), "--limit", "12", "--out", str(out))
     assert code == 2 and RESUME in message, message
@@ -250,6 +241,21 @@ def test_item8_stats_add_up_across_the_attempts_of_a_run(tmp_path: Path, monkeyp
     for key in ("tokens", "rejects_by_reason", "stages"):  # ...yet the run's stats count the first attempt's work
         assert resumed[key] == reference[key], key
     assert resumed["requests"]["http_sent"] == reference["requests"]["http_sent"] > 0
+
+
+def test_item8_stage_metrics_survive_a_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = BASE + "  - semantic_dedup: {fields: [text]}\n"
+    code, message, reference = run(tmp_path / "ref", recipe)
+    assert code == 0, message
+    expected = yaml.safe_load((reference / "stats.json").read_text())["metrics"]
+    assert expected["01-semantic_dedup"]["before"], expected
+    disk_full_for(monkeypatch, "dataset.jsonl.tmp")  # every stage finishes, then the dataset cannot be written
+    code, message, out = run(tmp_path, recipe)
+    assert code == 2 and RESUME in message, message
+    monkeypatch.undo()
+    code, message, out = run(tmp_path, recipe)  # every stage is read back from its checkpoint
+    assert code == 0, message
+    assert yaml.safe_load((out / "stats.json").read_text())["metrics"] == expected
 
 
 def _cached(run_dir: Path) -> int:

@@ -13,6 +13,7 @@ from synthgen.errors import RunDirError
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
 from synthgen.rundir import RunDir, redact, write_atomic
+from tests.conftest import disk_full_for
 
 
 def test_a_second_run_on_the_same_directory_is_refused(tmp_path: Path) -> None:
@@ -80,14 +81,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary(tmp_path: Path, monkey
 
 def test_a_full_disk_during_a_run_leaves_no_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     recipe = load_recipe("recipes/quickstart.yaml").with_backend(kind="sim")
-    real_fsync = os.fsync
-
-    def full(fd: int) -> None:
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("dataset.jsonl.tmp"):
-            raise OSError(28, "No space left on device")
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", full)
+    disk_full_for(monkeypatch, "dataset.jsonl.tmp")  # every stage finishes, then the dataset cannot be written
     with pytest.raises(RunDirError, match="dataset.jsonl: cannot write .No space left on device."):
         run_recipe(recipe, tmp_path / "run", limit=3)
     assert not list((tmp_path / "run").glob("dataset.jsonl*"))
