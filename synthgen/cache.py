@@ -35,12 +35,15 @@ CREATE TABLE IF NOT EXISTS completions (
 """
 
 
+LOCK_WAIT_S = 60.0  # how long opening or writing waits for another process's transaction (Ray workers share a file)
+
+
 def connect(path: Path, schema: str, what: str) -> sqlite3.Connection:
     """An autocommit SQLite connection in WAL mode with `schema` (one CREATE TABLE) applied, usable from any
     thread. A damaged, foreign or locked file raises RunDirError naming `what` (e.g. 'request cache') and the fix;
-    the file is never deleted or changed. Several processes may share one file (the Ray engine's workers): once
-    open, a writer waits up to 60 s for another's transaction."""
-    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=5)
+    the file is never deleted or changed. Several processes may share one file (the Ray engine's workers): opening
+    and writing wait up to LOCK_WAIT_S for another's transaction before the file counts as locked."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=LOCK_WAIT_S)
     try:
         found = _tables(db)
         if found and found != _expected_tables(schema):
@@ -50,7 +53,7 @@ def connect(path: Path, schema: str, what: str) -> sqlite3.Connection:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute(schema)
-        db.execute("PRAGMA busy_timeout=60000")
+        db.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
     except sqlite3.OperationalError as exc:
         db.close()
         if "locked" not in str(exc) and "busy" not in str(exc):

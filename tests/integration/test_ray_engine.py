@@ -80,6 +80,7 @@ def test_ray_engine_keeps_the_local_engines_ids_and_files(tmp_path: Path, local_
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # Ray start-up, a kill and a resume on a loaded 2-core machine
 def test_killed_ray_job_resumes_without_resending_finished_requests(tmp_path: Path) -> None:
     with SimProcess("--latency", "0.05", "--duplicate-rate", "0.3") as server:
         recipe = recipe_file(tmp_path, 150)
@@ -111,6 +112,7 @@ def test_killed_ray_job_resumes_without_resending_finished_requests(tmp_path: Pa
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # Ray start-up and actors on a loaded 2-core machine
 def test_embedding_stages_take_their_vectors_from_ray_workers(tmp_path: Path, local_ray: None,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from synthgen.embedding.encoder import Encoder

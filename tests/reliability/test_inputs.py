@@ -241,9 +241,12 @@ def test_item13_item4_corrupt_cache_says_what_to_do(tmp_path: Path) -> None:
     assert cache.read_bytes() == b"not a database" * 300
 
 
-def test_item4_locked_cache_does_not_suggest_fresh(tmp_path: Path) -> None:
+def test_item4_locked_cache_does_not_suggest_fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sqlite3
 
+    from synthgen import cache as request_cache
+
+    monkeypatch.setattr(request_cache, "LOCK_WAIT_S", 1.0)  # a real run waits a minute for another process
     cache = tmp_path / "run" / "cache.sqlite"
     code, message, out = run(tmp_path, BASE)
     assert code == 0, message
