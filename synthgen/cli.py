@@ -97,9 +97,11 @@ def sigterm_as_interrupt() -> Iterator[None]:
 @app.command()
 def run(
     recipe_path: Annotated[Path, typer.Argument(metavar="RECIPE", help="recipe YAML file")],
-    backend: Annotated[str | None, typer.Option(help="backend kind: openai, sim, vllm, transformers, or a plugin's")] = None,
+    backend: Annotated[str | None, typer.Option(
+        help="backend kind: llamacpp (embedded), openai, sim, vllm, transformers, or a plugin's")] = None,
     model: Annotated[str | None, typer.Option(help="model name sent to the backend")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL, e.g. http://localhost:8000/v1",
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. http://localhost:8000/v1 "
+                                                      "(implies --backend openai unless --backend is given)",
                                                  callback=_base_url_option)] = None,
     max_concurrency: Annotated[int | None, typer.Option(min=1, help="requests in flight")] = None,
     limit: Annotated[int | None, typer.Option(min=1, help="use only the first N input records (or N draws)")] = None,
@@ -123,6 +125,8 @@ def run(
     from synthgen.recipe import load_recipe
     from synthgen.stages.base import run_locally
 
+    if base_url is not None and backend is None:
+        backend = "openai"  # a server named on the command line is the one to talk to, whatever the recipe's kind
     recipe = guarded(lambda: load_recipe(recipe_path)).with_backend(
         kind=backend, model=model, base_url=base_url, max_concurrency=max_concurrency
     )

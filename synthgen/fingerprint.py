@@ -11,41 +11,32 @@ they point at, so `data/x.jsonl` and `/abs/.../data/x.jsonl` give one fingerprin
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from synthgen.hashing import content_hash
+from synthgen.hashing import content_hash, file_digest
 from synthgen.recipe import Recipe
 
-_CHUNK = 1 << 20
 
-
-def stage_fingerprints(recipe: Recipe, stage_count: int, limit: int | None) -> list[str]:
-    """The fingerprints of the recipe's first `stage_count` stages."""
+def stage_fingerprints(recipe: Recipe, stage_count: int, limit: int | None,
+                       backend_identity: dict[str, Any] | None = None) -> list[str]:
+    """The fingerprints of the recipe's first `stage_count` stages; `backend_identity` is the running backend's
+    (its config's identity plus what it adds, such as a model file's sha256)."""
     source = None
     if recipe.source is not None:
         source = [_with_files(recipe.source.model_dump(mode="json"), recipe.resolve),
                   _folder_digest(recipe.resolve(recipe.source.path))]
     templates = _folder_digest(recipe.resolve(recipe.prompts_dir))
-    chain: Any = [recipe.seed, recipe.backend.identity(), recipe.backend.model, source, templates, limit]
+    identity = backend_identity or recipe.backend.identity()
+    chain: Any = [recipe.seed, identity, recipe.backend.model, source, templates, limit]
     prints = []
     for spec in recipe.stage_specs[:stage_count]:
         params = spec.params.model_dump(mode="json", by_alias=True)
         chain = [chain, spec.name, _with_files(params, recipe.resolve)]
         prints.append(content_hash(chain))
     return prints
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(_CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _folder_digest(path: Path) -> str | None:

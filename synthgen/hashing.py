@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,3 +22,12 @@ def content_hash(value: Any, length: int = 64) -> str:
 def stable_int(*parts: Any) -> int:
     """A 63-bit integer derived from `parts`: a seed that is the same on every machine and run."""
     return int(content_hash(list(parts), 16), 16) >> 1
+
+
+def file_digest(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

@@ -105,15 +105,17 @@ def stage_key(recipe: Recipe, index: int) -> str:
 
 
 def open_runtime(recipe: Recipe, run_dir: RunDir, stats: RunStats, stack: ExitStack) -> Runtime:
-    """The recipe's backend behind the run directory's request cache, on its own event loop; `stack` closes them."""
-    cache = RequestCache(run_dir.cache_path, recipe.backend.identity())
-    stack.callback(cache.close)
+    """The recipe's backend behind the run directory's request cache, on its own event loop; `stack` closes them.
+    A backend may name its model and add to its identity (`model_name`, `identity`: e.g. a model file's sha256)."""
     loop = LoopThread()
     stack.callback(loop.close)
     backend = create_backend(recipe.backend, BackendContext(stats, stack, run_dir.backend_dir))
     stack.callback(lambda: loop.run(backend.aclose()))
-    return Runtime(CachedBackend(backend, cache, stats), loop, recipe.backend.model, recipe.backend.kind,
-                   max_pending=recipe.backend.max_pending())
+    identity = {**recipe.backend.identity(), **getattr(backend, "identity", {})}
+    cache = RequestCache(run_dir.cache_path, identity)
+    stack.callback(cache.close)
+    return Runtime(CachedBackend(backend, cache, stats), loop, getattr(backend, "model_name", recipe.backend.model),
+                   recipe.backend.kind, max_pending=recipe.backend.max_pending(), identity=identity)
 
 
 def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: int | None = None,
@@ -134,7 +136,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
             runtime = open_runtime(recipe, run_dir, stats, stack)
             stages = build_stages(recipe, stats, limit=limit, runtime=runtime, reject_sink=rejects.sink,
                                   workdir=run_dir.checkpoints)
-            fingerprints = stage_fingerprints(recipe, len(stages), limit)
+            fingerprints = stage_fingerprints(recipe, len(stages), limit, runtime.identity)
             start = resume_point(run_dir, stages, fingerprints, stats, retry_rejects)
             if start == len(stages) and state.get("finished") == fingerprints[-1] and run_dir.dataset_path.exists():
                 with run_dir.dataset_path.open("rb") as handle:
@@ -143,7 +145,7 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
             frozen = recipe.model_dump(mode="json", by_alias=True)
             frozen["stages"] = [{spec.name: spec.params.model_dump(mode="json", by_alias=True, exclude_none=True)}
                                 for spec in recipe.stage_specs]  # every parameter spelled out, defaults included
-            run_dir.write_recipe({**frozen, "run": {"limit": limit, "command": command}})
+            run_dir.write_recipe({**frozen, "run": {"limit": limit, "command": command, "backend": runtime.identity}})
 
             stream: Iterable[Record] = read_checkpoint(run_dir, stages[start - 1]) if start else limited(source, limit)
             wrappers: list[Generator[Record, None, None]] = []

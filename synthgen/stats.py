@@ -43,6 +43,7 @@ class RunStats:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # provider batch id -> status and item counts
+    backend: dict[str, Any] = field(default_factory=dict)  # the client's view: server slots, window, timeouts
     started: float = field(default_factory=time.monotonic)
     earlier_wall: float = 0.0  # seconds earlier attempts in the same run directory took
 
@@ -92,6 +93,7 @@ class RunStats:
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "metrics": self.metrics,
             "batches": self.batches,
+            "backend": self.backend,
             "timeline": [list(point) for point in self.timeline],
             "wall_time_s": round(wall, 3),
             "requests_per_s": round(self.finished_requests / wall, 2) if wall > 0 else 0.0,

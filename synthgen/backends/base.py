@@ -55,7 +55,9 @@ class Completion:
 
 
 class Backend(Protocol):
-    """Anything that turns a ChatRequest into a Completion."""
+    """Anything that turns a ChatRequest into a Completion. A backend may also have `model_name` (the model's name in
+    requests and provenance, instead of `backend.model`) and `identity` (a dict added to its cache-key identity, e.g.
+    the sha256 of the model file it serves)."""
 
     async def complete(self, request: ChatRequest) -> Completion:
         """Make one request; raise FatalBackendError or RetryableBackendError on failure."""

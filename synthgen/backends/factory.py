@@ -29,6 +29,7 @@ from synthgen.errors import ConfigError
 from synthgen.stats import RunStats
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_MODEL = "sim-model"  # what a recipe that names no model asks for
 ENTRY_POINT_GROUP = "synthgen.backends"
 MAX_RESPONSE_BYTES = 16 * 2**20  # a chat completion is kilobytes; 16 MiB leaves room for n=128 long samples
 OptionsT = TypeVar("OptionsT", bound=StrictModel)
@@ -50,12 +51,17 @@ class BackendConfig(StrictModel):
     name of the environment variable that holds one."""
 
     kind: str = "openai"
-    model: str = "sim-model"
+    model: str = DEFAULT_MODEL
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     mode: Literal["online", "batch"] = "online"
-    max_concurrency: int = Field(default=256, ge=1, le=100_000)
-    timeout: float = Field(default=120.0, gt=0)
+    max_concurrency: int = Field(default=256, ge=1, le=100_000, description="requests in flight; when not given, the "
+                                 "server's slot count if it reports one (llama.cpp), else 256")
+    timeout: float = Field(default=120.0, gt=0, description="seconds before an unanswered request is checked on (at "
+                           "least: raised for long generations); it is dropped only if the server shows no progress")
+    connect_timeout: float = Field(default=10.0, gt=0, description="seconds to open a connection")
+    hard_timeout: float = Field(default=1800.0, gt=0, description="seconds after which a request is dropped and "
+                                "retried however busy the server looks")
     max_attempts: int = Field(default=6, ge=1)
     retry_initial: float = Field(default=0.5, gt=0, description="first back-off in seconds; doubles per retry")
     retry_max: float = Field(default=30.0, gt=0)
@@ -98,7 +104,8 @@ class BackendConfig(StrictModel):
         return os.environ.get(self.api_key_env) or None
 
     def max_pending(self) -> int:
-        """How many requests a generating stage keeps submitted ahead: the whole batch in batch mode."""
+        """How many requests a generating stage keeps submitted and unfinished (finished ones waiting for an earlier
+        one do not count): a full window plus as many queued, so the backend never idles; the whole batch in batch mode."""
         if self.mode == "batch":
             return self.batch.max_requests
         return 2 * self.max_concurrency + 64
@@ -158,7 +165,7 @@ def options(model: type[OptionsT], config: BackendConfig) -> OptionsT:
 
 def openai_backend(config: BackendConfig, context: BackendContext) -> Backend:
     """Any OpenAI-compatible server, online or through its batch API."""
-    return _http_backend(config, config.resolved_base_url(), context)
+    return http_backend(config, config.resolved_base_url(), context)
 
 
 def sim_backend(config: BackendConfig, context: BackendContext) -> Backend:
@@ -166,10 +173,11 @@ def sim_backend(config: BackendConfig, context: BackendContext) -> Backend:
     from synthgen.backends.sim import SimConfig, SimServer
 
     server = context.stack.enter_context(SimServer(validate(SimConfig, config.sim, "backend", "sim")))
-    return _http_backend(config, server.base_url, context)
+    return http_backend(config, server.base_url, context)
 
 
-def _http_backend(config: BackendConfig, base_url: str, context: BackendContext) -> Backend:
+def http_backend(config: BackendConfig, base_url: str, context: BackendContext) -> Backend:
+    """The OpenAI-compatible client for the server at `base_url` (its batch API in `mode: batch`)."""
     if config.mode == "batch":
         from synthgen.backends.batch_api import BatchBackend
 
@@ -178,7 +186,9 @@ def _http_backend(config: BackendConfig, base_url: str, context: BackendContext)
     from synthgen.backends.openai_compat import OpenAIBackend
 
     return OpenAIBackend(
-        base_url, config.api_key(), max_concurrency=config.max_concurrency, timeout=config.timeout,
+        base_url, config.api_key(), timeout=config.timeout, connect_timeout=config.connect_timeout,
+        hard_timeout=config.hard_timeout,
+        max_concurrency=config.max_concurrency if "max_concurrency" in config.model_fields_set else None,
         max_attempts=config.max_attempts, retry_initial=config.retry_initial, retry_max=config.retry_max,
         rpm=config.rpm, tpm=config.tpm, max_response_bytes=config.max_response_bytes, stats=context.stats,
     )

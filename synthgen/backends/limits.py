@@ -1,4 +1,5 @@
-"""Flow control for backends: an AIMD concurrency window and token buckets for RPM / TPM limits."""
+"""Flow control for backends: an AIMD concurrency window, token buckets for RPM / TPM limits, and the pace that
+sets how long a request may take before the client checks on the server."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ from synthgen.errors import ConfigError
 class AdaptiveWindow:
     """At most `limit` requests in flight, a sliding window: a finishing request lets the next one in.
 
-    On a 429 the limit halves (at most once per `cooldown` seconds, so one burst of 429s counts once);
-    each success then grows it by 1/limit, i.e. about one slot per window of successes (AIMD).
+    On overload (429, 503, a request abandoned after its deadline) the limit halves, at most once per `cooldown`
+    seconds so one burst counts once; each success then grows it by 1/limit, i.e. about one slot per window of
+    successes (AIMD).
     """
 
     def __init__(self, max_limit: int, cooldown: float = 1.0) -> None:
@@ -51,7 +53,12 @@ class AdaptiveWindow:
             self.limit = min(self.max_limit, self.limit + 1.0 / self.limit)
             self._wake()
 
-    def on_rate_limited(self) -> None:
+    def resize(self, max_limit: int) -> None:
+        """A new ceiling (e.g. the server's slot count); the limit starts there."""
+        self.max_limit, self.limit = max_limit, float(max_limit)
+        self._wake()
+
+    def on_overloaded(self) -> None:
         """Multiplicative decrease, once per cooldown."""
         now = time.monotonic()
         if now - self._last_decrease >= self._cooldown:
@@ -118,3 +125,37 @@ class TokenBucket:
                 break
             excess, expiry = excess - charged, charged_at + self.window
         return max(pacing, expiry - now)
+
+
+class Pace:
+    """The soft deadline of a request: how long it may go unanswered before the client checks on the server.
+
+    deadline = max(floor, safety * expected), at most `ceiling`, where expected = the request's tokens (prompt
+    estimate + max_tokens) times the seconds a token took in recent completions (a moving average of wall time
+    over usage), times in-flight / slots when more requests are in flight than the server has slots (they queue
+    there). Before the first completion it is `floor` times that queue factor.
+    """
+
+    SAFETY = 3.0  # a completion may run to max_tokens where recent ones stopped early, on a server under more load
+    SMOOTHING = 0.2  # weight of the newest completion in the moving average
+
+    def __init__(self, floor: float, ceiling: float) -> None:
+        self.floor, self.ceiling = floor, ceiling
+        self.seconds_per_token: float | None = None
+        self.slots: int | None = None
+        self.last_completion = float("-inf")  # time.monotonic() of the latest answer
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        """A request answered after `seconds` with `tokens` of usage (prompt + completion)."""
+        self.last_completion = time.monotonic()
+        if tokens > 0:
+            now = seconds / tokens
+            spt = self.seconds_per_token
+            self.seconds_per_token = now if spt is None else spt + self.SMOOTHING * (now - spt)
+
+    def deadline(self, tokens: int, in_flight: int) -> float:
+        """Seconds a request of about `tokens` may take while `in_flight` requests (it included) are out."""
+        queued = max(1.0, in_flight / self.slots) if self.slots else 1.0
+        spt = self.seconds_per_token
+        wait = self.floor * queued if spt is None else max(self.floor, self.SAFETY * tokens * spt * queued)
+        return min(self.ceiling, wait)

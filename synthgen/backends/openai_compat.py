@@ -2,7 +2,23 @@
 
 One lean async path (aiohttp + orjson): a sliding window of `max_concurrency` requests in flight,
 RPM/TPM token buckets, retries with exponential jitter that honour Retry-After, and an AIMD window
-that shrinks on 429. Errors no retry can fix (401, 404, 400 context too long) raise FatalBackendError.
+that shrinks on 429, 503 and abandoned requests. Errors no retry can fix (401, 404, 400 context too long)
+raise FatalBackendError.
+
+A slow server's work is never thrown away. llama.cpp and vLLM send nothing until a non-streaming completion
+is done, so the time to the first byte is the whole generation, and no fixed first-byte or total timeout fits
+every max_tokens and load: one that fires re-sends a request the server is still computing, which then
+computes it twice. So:
+- `connect_timeout` bounds only opening a connection: a server that accepts none fails fast;
+- each request has a soft deadline (`limits.Pace`): `timeout` at least, raised from its max_tokens, the
+  measured seconds per token and the queue on the server's slots. When it passes the request is kept and the
+  client checks on the server: if another request was answered within that deadline, or the server shows
+  work (a llama.cpp slot processing, vLLM requests running) or, lacking those, answers /health, the wait is
+  extended by one more deadline. Only a server showing no progress at two checks in a row gets the request
+  abandoned and retried (and the window halved). `hard_timeout` caps the wait however busy the server looks;
+- at the first request the client asks the server's root for /props, /slots and /metrics (`server_info`);
+  when it reports a slot count and `max_concurrency` was not set, the window is that count: more in flight
+  only queue there. What was found and the deadlines in use are saved in stats.json under `backend`.
 
 What a misbehaving server gets: a body that is not a chat completion (HTML, no choices, `content` null or
 not a string) is `malformed`; a body over `max_response_bytes` is `oversized` (read in chunks, never whole);
@@ -18,6 +34,7 @@ import asyncio
 import base64
 import email.utils
 import math
+import time
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -29,7 +46,9 @@ from tenacity.wait import wait_exponential_jitter
 
 from synthgen.backends.base import ChatRequest, Completion
 from synthgen.backends.factory import MAX_RESPONSE_BYTES, without_credentials
-from synthgen.backends.limits import AdaptiveWindow, TokenBucket
+from synthgen.backends.limits import AdaptiveWindow, Pace, TokenBucket
+from synthgen.backends.server_info import server_root
+from synthgen.backends.watchdog import Watchdog
 from synthgen.errors import BackendError, ConfigError, FatalBackendError, RetryableBackendError
 from synthgen.stats import RunStats
 
@@ -37,6 +56,7 @@ RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 120.0  # seconds: a longer wait asked by a server is cut to this
 PROBE_DELAYS = (0.25, 0.5, 1.0)  # seconds before each check that a never-answering server is up: ~2 s in all
 PROBE_TIMEOUT = 5.0
+DEFAULT_CONCURRENCY = 256  # the window when neither max_concurrency nor the server's slot count says otherwise
 
 
 class OpenAIBackend:
@@ -47,8 +67,10 @@ class OpenAIBackend:
         base_url: str,
         api_key: str | None = None,
         *,
-        max_concurrency: int = 256,
+        max_concurrency: int | None = None,
         timeout: float = 120.0,
+        connect_timeout: float = 10.0,
+        hard_timeout: float = 1800.0,
         max_attempts: int = 6,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
@@ -68,9 +90,12 @@ class OpenAIBackend:
                                   "would go in the Authorization header; keep one")
             pair = f"{unquote(login.username)}:{unquote(login.password or '')}".encode()
             self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout)
+        self._connect_timeout = connect_timeout
         self._max_attempts = max_attempts
-        self.window = AdaptiveWindow(max_concurrency)
+        self.window = AdaptiveWindow(DEFAULT_CONCURRENCY if max_concurrency is None else max_concurrency)
+        self._window_from = "default" if max_concurrency is None else "max_concurrency"
+        self.pace = Pace(timeout, hard_timeout)
         self._rpm = TokenBucket(rpm, "rpm") if rpm else None
         self._tpm = TokenBucket(tpm, "tpm", "or lower the stage's sampling.max_tokens") if tpm else None
         self._max_body = max_response_bytes
@@ -78,6 +103,8 @@ class OpenAIBackend:
         self._session: aiohttp.ClientSession | None = None
         self._answered = False  # has the server ever sent an HTTP response?
         self._probe: asyncio.Task[bool] | None = None
+        self.stats.backend.update(connect_timeout_s=connect_timeout, timeout_floor_s=timeout, hard_timeout_s=hard_timeout)
+        self.watchdog = Watchdog(self._client, server_root(self.base_url), self.pace, self.stats.backend)
         self._backoff = wait_exponential_jitter(multiplier=retry_initial, max=retry_max, jitter=retry_initial)
         self._backoff_state = RetryCallState(AsyncRetrying(), None, (), {})
 
@@ -130,7 +157,7 @@ class OpenAIBackend:
 
     async def _server_is_up(self) -> bool:
         """Whether the server answers anything (even a 404) within a few quick tries."""
-        timeout = aiohttp.ClientTimeout(total=min(PROBE_TIMEOUT, self._timeout.total or PROBE_TIMEOUT))
+        timeout = aiohttp.ClientTimeout(total=min(PROBE_TIMEOUT, self.pace.floor), connect=self._connect_timeout)
         for delay in PROBE_DELAYS:
             await asyncio.sleep(delay)
             self.stats.http_requests += 1
@@ -149,50 +176,76 @@ class OpenAIBackend:
         """Close the HTTP session."""
         if self._probe is not None and not self._probe.done():
             self._probe.cancel()
+        self.watchdog.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     async def _send(self, request: ChatRequest) -> Completion:
+        if self.watchdog.server is None:
+            await self._discover()
         if self._rpm is not None:
             await self._rpm.acquire()
         if self._tpm is not None:
             await self._tpm.acquire(request.estimated_tokens())
         await self.window.acquire()
+        started = time.monotonic()
         try:
-            status, headers, raw = await self._post(orjson.dumps(request.body()))
+            deadline = self.pace.deadline(request.estimated_tokens(), self.window.in_flight)
+            self.stats.backend["deadline_s"] = round(deadline, 2)
+            status, headers, raw = await self._post(orjson.dumps(request.body()), deadline)
         finally:
             self.window.release()
         self._answered = True
         if status == 200:
             completion = self._parse(raw)
             self.window.on_success()
+            self.pace.observe(completion.prompt_tokens + completion.completion_tokens, time.monotonic() - started)
             self.stats.http_ok += 1
             return completion
-        if status == 429:
-            self.window.on_rate_limited()
+        if status in (429, 503):
+            self.window.on_overloaded()
         raise self._error(status, headers, raw, request)
+
+    async def _discover(self) -> None:
+        """Once per backend: the server's slots (they set the window unless max_concurrency was given)."""
+        info = await self.watchdog.discover()
+        if info.slots and self._window_from == "default":
+            self.window.resize(info.slots)
+            self._window_from = f"server slots ({info.slots_from})"
+        self.stats.backend.update(slots=info.slots, busy_check=info.busy_path, window=self.window.max_limit,
+                                  window_from=self._window_from)
 
     def _client(self) -> aiohttp.ClientSession:
         """The HTTP session, opened on first use (inside the event loop that will run the requests)."""
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.window.max_limit, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)  # the window bounds what is in flight
             self._session = aiohttp.ClientSession(
                 connector=connector, headers=self._headers, timeout=self._timeout
             )
         return self._session
 
-    async def _post(self, body: bytes) -> tuple[int, Any, bytes]:
+    async def _post(self, body: bytes, deadline: float) -> tuple[int, Any, bytes]:
+        """POST `body`; past `deadline` seconds the server is checked on, and the request dropped only if it is idle."""
         self.stats.http_requests += 1
+        watch = self.watchdog.watch(deadline)
         try:
             async with self._client().post(self._url, data=body) as response:
                 return response.status, response.headers, await self._read(response)
-        except asyncio.TimeoutError:
-            raise RetryableBackendError("timeout", f"no answer within {self._timeout.total:g}s") from None
+        except asyncio.CancelledError:
+            if not watch.abandoned_alone():
+                raise
+            self.window.on_overloaded()
+            raise RetryableBackendError("timeout", f"no answer after {time.monotonic() - watch.started:.3g}s and "
+                                        "the server shows no progress") from None
+        except aiohttp.ConnectionTimeoutError:
+            raise RetryableBackendError("connect", f"no connection within {self._connect_timeout:g}s") from None
         except aiohttp.ClientConnectorError as exc:
             raise RetryableBackendError("connect", str(exc.os_error)) from None
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise RetryableBackendError("disconnect", type(exc).__name__) from None
+        finally:
+            watch.stop()
 
     async def _read(self, response: aiohttp.ClientResponse) -> bytes:
         """The body, read in chunks and refused past `max_response_bytes` (a body that never ends is cut short)."""

@@ -4,7 +4,9 @@ Why it looks the way it does:
 - an answer is a pure function of (model, messages or prompt, `seed`, schema), so reruns, caches and tests agree;
 - faults and jitter come from the server's own RNG (`SimConfig.seed`), so a retried request can succeed;
 - the request path is plain dicts and orjson (no pydantic), so a benchmark measures the client, not the sim;
-- the Files and Batch APIs (`sim_batch`) answer each batch line as the online endpoint would answer its body.
+- the Files and Batch APIs (`sim_batch`) answer each batch line as the online endpoint would answer its body;
+- with `capacity` set it reports its slots as llama.cpp's server does (GET /props `total_slots`, GET /slots with
+  `is_processing` per slot, GET /health), so clients can size their window and tell a busy server from a dead one.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class SimConfig(BaseModel, extra="forbid"):
 
     latency: float = Field(default=0.05, ge=0)  # seconds per request, about a short hosted-API completion
     jitter: float = Field(default=0.0, ge=0)  # uniform +- seconds around `latency`
-    capacity: int | None = Field(default=None, ge=1)  # requests processed at once; the rest queue
+    capacity: int | None = Field(default=None, ge=1)  # requests processed at once; the rest queue (slots, /props)
     faults: dict[str, float] = {}  # fault kind (FAULT_KINDS) -> share of completion requests
     hang_seconds: float = Field(default=30.0, ge=0)  # longer than client timeouts, so a hang reads as a timeout
     retry_after: float = Field(default=0.1, ge=0)  # seconds sent in the Retry-After header of a 429
@@ -129,6 +131,7 @@ class _Sim:
         rates = [(kind, config.faults[kind]) for kind in FAULT_KINDS if config.faults.get(kind)]
         self.fault_edges = [(kind, sum(r for _, r in rates[: i + 1])) for i, (kind, _) in enumerate(rates)]
         self.in_flight = 0
+        self.processing = 0  # requests holding a capacity slot
         self.reset()
 
     def reset(self) -> None:
@@ -160,6 +163,24 @@ class _Sim:
         data = [{"id": name, "object": "model", "created": 0, "owned_by": "synthgen-sim"}
                 for name in self.config.models or [DEFAULT_MODEL]]
         return self._unauthorized(request) or _json({"object": "list", "data": data})
+
+    async def props(self, request: web.Request) -> web.Response:
+        """GET /props, shaped as llama.cpp's (the fields a client reads)."""
+        self.endpoints[request.path] += 1
+        return _json({"default_generation_settings": {"n_ctx": self.config.max_context_tokens or 2048, "params": {}},
+                      "total_slots": self.config.capacity, "model_alias": DEFAULT_MODEL, "endpoint_slots": True})
+
+    async def slots_route(self, request: web.Request) -> web.Response:
+        """GET /slots: one entry per capacity slot, the first `processing` of them busy (as llama.cpp lists them)."""
+        self.endpoints[request.path] += 1
+        n_ctx = self.config.max_context_tokens or 2048
+        return _json([{"id": i, "n_ctx": n_ctx, "speculative": False, "is_processing": i < self.processing}
+                      for i in range(self.config.capacity or 0)])
+
+    async def health(self, request: web.Request) -> web.Response:
+        """GET /health."""
+        self.endpoints[request.path] += 1
+        return _json({"status": "ok"})
 
     async def stats(self, request: web.Request) -> web.Response:
         """GET /sim/stats."""
@@ -210,7 +231,12 @@ class _Sim:
             return _json(query[1], query[0])
         fault = self._draw_fault(query.schema is not None)
         async with self.slots:
-            if failure := await self._wait(request, fault):
+            self.processing += 1
+            try:
+                failure = await self._wait(request, fault)
+            finally:
+                self.processing -= 1
+            if failure:
                 return failure
         if fault == "endless_body":
             return await _endless(request)
@@ -337,6 +363,10 @@ def build_app(config: SimConfig) -> web.Application:
     app.router.add_get("/v1/models", sim.models)
     app.router.add_post("/v1/chat/completions", sim.chat)
     app.router.add_post("/v1/completions", sim.completions)
+    if config.capacity:
+        app.router.add_get("/props", sim.props)
+        app.router.add_get("/slots", sim.slots_route)
+        app.router.add_get("/health", sim.health)
     app.router.add_get("/sim/stats", sim.stats)
     app.router.add_get("/sim/bodies", sim.bodies_route)
     app.router.add_post("/sim/reset", sim.reset_route)

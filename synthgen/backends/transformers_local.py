@@ -232,12 +232,13 @@ def load(name: str, opts: TransformersOptions) -> tuple[CausalLM, PreTrainedToke
     path = Path(name).expanduser()
     if not path.exists() and (path.is_absolute() or name.startswith((".", "~"))):
         raise ConfigError("backend", "model", f"no model folder at {name}")
-    source = str(path) if path.exists() else name
+    gguf = {"gguf_file": path.name} if path.suffix == ".gguf" and path.is_file() else {}  # dequantised (`pip install gguf`)
+    source = str(path.parent if gguf else path) if path.exists() else name
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=opts.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=opts.trust_remote_code, **gguf)
         model: CausalLM = AutoModelForCausalLM.from_pretrained(
             source, dtype=opts.dtype if opts.dtype == "auto" else getattr(torch, opts.dtype),
-            trust_remote_code=opts.trust_remote_code,
+            trust_remote_code=opts.trust_remote_code, **gguf,
         )
     except (OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

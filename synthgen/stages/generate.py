@@ -1,15 +1,14 @@
 """The generate stage: sample taxonomy leaves, render prompts, call the backend, keep completions with provenance.
 
-Requests stream through a sliding window: up to `Runtime.max_pending` jobs are submitted ahead of the
-oldest unfinished one, and records come out in input order, so a resumed run writes the same dataset.
+Requests stream through `Runtime.stream`'s sliding window: they finish in any order and a slow one never holds
+back those behind it, while records come out in input order, so a resumed run writes the same dataset.
 """
 
 from __future__ import annotations
 
 import random
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -179,21 +178,12 @@ class Generate(Stage):
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         runtime: Runtime = self.ctx.runtime
-        pending: deque[Future[Record | Rejection]] = deque()
-        try:
-            for job in self.jobs(records):
-                self.ctx.stats.planned_requests += 1
-                pending.append(runtime.loop.submit(self._produce(job, runtime)))
-                while len(pending) >= runtime.max_pending:
-                    yield from self._emit(pending.popleft().result())
-            while pending:
-                yield from self._emit(pending.popleft().result())
-        finally:
-            for future in pending:
-                future.cancel()
+        work = (self._produce(job, runtime) for job in self.jobs(records))
+        with closing(runtime.stream(work, self.ctx.stats)) as outcomes:  # closed: unfinished requests are cancelled
+            for outcome in outcomes:
+                yield from self._emit(outcome)
 
     def _emit(self, outcome: Record | Rejection) -> Iterator[Record]:
-        self.ctx.stats.finished_requests += 1
         if isinstance(outcome, Record):
             yield outcome
             return

@@ -60,7 +60,7 @@ def test_context_too_long_is_fatal(tmp_path: Path, guarded_sim: SimServer) -> No
 
 def test_unreachable_server_is_reported(tmp_path: Path) -> None:
     recipe = load_recipe("recipes/quickstart.yaml").with_backend(
-        base_url="http://127.0.0.1:9/v1", max_attempts=2, retry_initial=0.01
+        kind="openai", base_url="http://127.0.0.1:9/v1", max_attempts=2, retry_initial=0.01
     )
     from synthgen.errors import FatalBackendError
 
@@ -78,7 +78,7 @@ def test_api_key_is_in_no_output_file_export_card_report_or_log(tmp_path: Path, 
 
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     caplog.set_level(logging.DEBUG)
-    recipe = load_recipe("recipes/quickstart.yaml").with_backend(base_url=guarded_sim.base_url)
+    recipe = load_recipe("recipes/quickstart.yaml").with_backend(kind="openai", base_url=guarded_sim.base_url)
     run_recipe(recipe, out, limit=25)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong")
     with pytest.raises(Exception) as failure:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from synthgen.backends.sim_process import SimProcess, get_json
-from tests.conftest import REPO, read_jsonl, synthgen
+from tests.conftest import REPO, read_jsonl, synthgen, write
 
 
 @pytest.fixture
@@ -38,7 +38,8 @@ def _cached(run_dir: Path) -> int:
 
 @pytest.mark.slow
 def test_sigkill_then_resume_sends_only_unfinished_requests(tmp_path: Path, sim_process: str) -> None:
-    args = ["recipes/quickstart.yaml", "--base-url", sim_process + "/v1", "--max-concurrency", "8", "--limit", "150"]
+    recipe = write(tmp_path / "quickstart.yaml", (REPO / "recipes" / "quickstart.yaml").read_text().replace("count: 40", "count: 150"))
+    args = [str(recipe), "--base-url", sim_process + "/v1", "--max-concurrency", "8"]
     reference = synthgen("run", *args, "--out", str(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr
     total = json.loads((tmp_path / "ref" / "stats.json").read_text())["requests"]["finished"]

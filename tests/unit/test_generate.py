@@ -1,14 +1,24 @@
-"""The generate stage: samples, structured output, retries of invalid output, provenance."""
+"""The generate stage: samples, structured output, retries of invalid output, provenance; its request window."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pydantic
 import pytest
 
+from synthgen.aio import LoopThread
+from synthgen.backends.base import Backend
+from synthgen.errors import FatalBackendError
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
+from synthgen.runtime import Runtime
+from synthgen.stats import RunStats
 from tests.conftest import read_jsonl, write
 
 
@@ -84,3 +94,65 @@ stages:
     with pytest.raises(TemplateError, match=r"t.j2.*question.*in.jsonl:2"):
         run_recipe(load_recipe(path), tmp_path / "run")
     assert not (tmp_path / "run" / "dataset.jsonl").exists()
+
+
+@pytest.fixture
+def loop() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+def window(loop: LoopThread, max_pending: int, reorder_limit: int = 100) -> Runtime:
+    """A runtime whose only part in use is the request window (`Runtime.stream`)."""
+    return Runtime(cast(Backend, None), loop, "fake-model", "fake", max_pending=max_pending, reorder_limit=reorder_limit)
+
+
+def test_a_stuck_first_request_holds_back_release_but_not_the_requests_behind_it(loop: LoopThread) -> None:
+    runtime, stats = window(loop, max_pending=4, reorder_limit=10), RunStats()
+    submitted = 0
+    seen: dict[str, int] = {}
+
+    async def first() -> int:
+        deadline = time.monotonic() + 5  # an in-order window never submits more than max_pending: give up then
+        while submitted <= runtime.reorder_limit and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # room for submissions beyond the bound to show
+        seen.update(submitted=submitted, finished=stats.finished_requests)
+        return 0
+
+    async def other(i: int) -> int:
+        return i
+
+    def work() -> Iterator[Coroutine[Any, Any, int]]:
+        nonlocal submitted
+        for i in range(100):
+            submitted += 1
+            yield first() if i == 0 else other(i)
+
+    assert list(runtime.stream(work(), stats)) == list(range(100))
+    # behind the stuck request, work went on until the reorder buffer was full, and no further
+    assert runtime.reorder_limit < seen["submitted"] <= runtime.reorder_limit + runtime.max_pending
+    assert seen["finished"] == seen["submitted"] - 1  # counted as they finished, before any was released
+    assert stats.planned_requests == stats.finished_requests == 100
+
+
+def test_a_failed_request_stops_the_window_at_once_and_cancels_the_unfinished(loop: LoopThread) -> None:
+    cancelled = threading.Event()
+
+    async def job(i: int) -> int:
+        if i == 2:
+            raise FatalBackendError(401, "invalid api key", "set OPENAI_API_KEY")
+        if i == 0:
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        return i
+
+    began = time.monotonic()
+    with pytest.raises(FatalBackendError, match="401"):
+        list(window(loop, max_pending=8).stream((job(i) for i in range(4)), RunStats()))
+    assert cancelled.wait(5), "the stuck first request was not cancelled"
+    assert time.monotonic() - began < 15  # not after the stuck request's 30 s

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from synthgen.backends.limits import AdaptiveWindow, TokenBucket
+from synthgen.backends.limits import AdaptiveWindow, Pace, TokenBucket
 from synthgen.errors import ConfigError
 
 
@@ -32,14 +32,42 @@ def test_window_never_exceeds_its_limit_and_slides() -> None:
     assert peak == 8 and started == 200
 
 
-def test_window_halves_on_429_once_per_cooldown_and_grows_back() -> None:
+def test_window_halves_on_overload_once_per_cooldown_and_grows_back() -> None:
     window = AdaptiveWindow(64, cooldown=10.0)
-    window.on_rate_limited()
-    window.on_rate_limited()
+    window.on_overloaded()
+    window.on_overloaded()
     assert window.limit == 32
     for _ in range((64**2 - 32**2) // 2 + 1):  # +1/limit per success: limit^2/2 grows by one a success
         window.on_success()
     assert window.limit == 64
+
+
+def test_window_resizes_to_a_slot_count_and_lets_waiters_in() -> None:
+    async def scenario() -> int:
+        window = AdaptiveWindow(1)
+        await window.acquire()
+        waiter = asyncio.ensure_future(window.acquire())
+        await asyncio.sleep(0)
+        window.resize(4)
+        await asyncio.wait_for(waiter, 1)
+        return window.in_flight
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_pace_deadline_is_the_floor_until_a_completion_then_follows_speed_and_queue() -> None:
+    pace = Pace(floor=120.0, ceiling=1800.0)
+    assert pace.deadline(500, in_flight=8) == 120.0  # nothing measured, slots unknown
+    pace.slots = 4
+    assert pace.deadline(500, in_flight=8) == 240.0  # twice the slots in flight: half of them queue
+    pace.observe(tokens=100, seconds=10.0)  # 0.1 s a token: a slow local server
+    assert pace.seconds_per_token == pytest.approx(0.1)
+    assert pace.deadline(500, in_flight=4) == pytest.approx(150.0)  # 3 x 500 tokens x 0.1 s
+    assert pace.deadline(500, in_flight=8) == pytest.approx(300.0)
+    assert pace.deadline(50, in_flight=4) == 120.0  # never under the floor
+    assert pace.deadline(50_000, in_flight=4) == 1800.0  # never over the ceiling
+    pace.observe(tokens=100, seconds=0.0)  # a fast answer moves the average a fifth of the way
+    assert pace.seconds_per_token == pytest.approx(0.08)
 
 
 def test_window_rejects_a_zero_limit() -> None:

@@ -283,6 +283,26 @@ def test_capacity_queues_requests() -> None:
         assert sim.stats()["max_in_flight"] == 4
 
 
+def test_capacity_is_reported_as_llama_cpp_reports_its_slots() -> None:
+    with running(latency=0.5, capacity=3) as sim, ThreadPoolExecutor(2) as pool:
+        props = json.loads(call(sim, "/props")[2])
+        assert props["total_slots"] == 3 and props["default_generation_settings"]["n_ctx"] == 2048
+        assert json.loads(call(sim, "/health")[2]) == {"status": "ok"}
+        idle = json.loads(call(sim, "/slots")[2])
+        assert [(s["id"], s["is_processing"]) for s in idle] == [(0, False), (1, False), (2, False)]
+        pending = [pool.submit(chat, sim) for _ in range(2)]
+        time.sleep(0.25)
+        busy = json.loads(call(sim, "/slots")[2])
+        assert sum(s["is_processing"] for s in busy) == 2
+        for answer in pending:
+            answer.result()
+        assert sim.stats()["endpoints"]["/slots"] == 2
+
+
+def test_without_capacity_there_are_no_slot_endpoints(sim: SimServer) -> None:
+    assert [call(sim, path)[0] for path in ("/props", "/slots", "/health")] == [404, 404, 404]
+
+
 def test_config_rejects_bad_faults() -> None:
     with pytest.raises(ValidationError, match="unknown fault"):
         SimConfig(faults={"meteor": 0.1})
