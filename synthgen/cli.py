@@ -353,7 +353,8 @@ def _print_summary(stats: RunStats) -> None:
     requests, tokens = data["requests"], data["tokens"]
     console.print(
         f"requests {requests['finished']} (http {requests['http_sent']}, cache hits {requests['cache_hits']}, "
-        f"retries {sum(requests['retries_by_cause'].values())})  tokens in {tokens['prompt']} out {tokens['completion']}  "
+        f"re-asks {requests['reasks']}, retries {sum(requests['retries_by_cause'].values())})  "
+        f"tokens in {tokens['prompt']} out {tokens['completion']}  "
         f"wall {data['wall_time_s']:.1f}s  {data['requests_per_s']:.0f} req/s",
         highlight=False,
     )

@@ -18,7 +18,7 @@ class StageCounts:
     rejected: int = 0
 
 
-_SUMMED = {"planned": "planned_requests", "finished": "finished_requests", "cache_hits": "cache_hits",
+_SUMMED = {"planned": "planned_requests", "finished": "finished_requests", "reasks": "reasks", "cache_hits": "cache_hits",
            "http_sent": "http_requests", "http_ok": "http_ok", "prompt_tokens": "prompt_tokens",
            "completion_tokens": "completion_tokens"}  # totals() key -> RunStats attribute
 
@@ -32,6 +32,7 @@ class RunStats:
     expected_requests: int | None = None
     planned_requests: int = 0
     finished_requests: int = 0
+    reasks: int = 0  # new requests (new seed) for outputs that were truncated or failed validation: never re-sends
     cache_hits: int = 0
     http_requests: int = 0
     http_ok: int = 0
@@ -84,6 +85,7 @@ class RunStats:
             "requests": {
                 "planned": self.planned_requests,
                 "finished": self.finished_requests,
+                "reasks": self.reasks,
                 "cache_hits": self.cache_hits,
                 "http_sent": self.http_requests,
                 "http_ok": self.http_ok,

@@ -32,10 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import email.utils
-import math
 import time
-from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -47,13 +44,12 @@ from tenacity.wait import wait_exponential_jitter
 from synthgen.backends.base import ChatRequest, Completion
 from synthgen.backends.factory import MAX_RESPONSE_BYTES, without_credentials
 from synthgen.backends.limits import AdaptiveWindow, Pace, TokenBucket
+from synthgen.backends.responses import completion_from_raw, error_for
 from synthgen.backends.server_info import server_root
 from synthgen.backends.watchdog import Watchdog
 from synthgen.errors import BackendError, ConfigError, FatalBackendError, RetryableBackendError
 from synthgen.stats import RunStats
 
-RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
-MAX_RETRY_AFTER = 120.0  # seconds: a longer wait asked by a server is cut to this
 PROBE_DELAYS = (0.25, 0.5, 1.0)  # seconds before each check that a never-answering server is up: ~2 s in all
 PROBE_TIMEOUT = 5.0
 DEFAULT_CONCURRENCY = 256  # the window when neither max_concurrency nor the server's slot count says otherwise
@@ -198,14 +194,14 @@ class OpenAIBackend:
             self.window.release()
         self._answered = True
         if status == 200:
-            completion = self._parse(raw)
+            completion = completion_from_raw(raw)
             self.window.on_success()
             self.pace.observe(completion.prompt_tokens + completion.completion_tokens, time.monotonic() - started)
             self.stats.http_ok += 1
             return completion
         if status in (429, 503):
             self.window.on_overloaded()
-        raise self._error(status, headers, raw, request)
+        raise error_for(status, headers, raw, request.model, self.base_url)
 
     async def _discover(self) -> None:
         """Once per backend: the server's slots (they set the window unless max_concurrency was given)."""
@@ -260,28 +256,6 @@ class OpenAIBackend:
                 return b"".join(chunks)
         raise RetryableBackendError("oversized", f"response body over max_response_bytes={self._max_body}")
 
-    @staticmethod
-    def _parse(raw: bytes) -> Completion:
-        try:
-            return completion_from_body(orjson.loads(raw))
-        except orjson.JSONDecodeError:
-            raise RetryableBackendError("malformed", f"unparseable response body: {raw[:80]!r}") from None
-
-    def _error(self, status: int, headers: Any, raw: bytes, request: ChatRequest) -> Exception:
-        message = _error_message(raw)
-        if status in RETRYABLE_STATUS:
-            return RetryableBackendError(f"http_{status}", message, _retry_after(headers))
-        if status in (401, 403):
-            hint = "set a valid key in OPENAI_API_KEY (or the variable named by backend.api_key_env)"
-        elif status == 404:
-            hint = (f"model '{request.model}' or endpoint not found at {self.base_url}; "
-                    "check --model and that the base URL ends in /v1")
-        elif status == 400 and "context" in message.lower():
-            hint = "shorten the prompt or lower max_tokens so prompt + output fit the model's context"
-        else:
-            hint = "the server rejected the request; check the recipe's sampling parameters and schema"
-        return FatalBackendError(status, message, hint)
-
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         retry_after = exc.retry_after if isinstance(exc, RetryableBackendError) else None
@@ -297,48 +271,3 @@ class OpenAIBackend:
     def _count_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         self.stats.retries[exc.cause if isinstance(exc, RetryableBackendError) else "other"] += 1
-
-
-def completion_from_body(data: Any) -> Completion:
-    """The Completion in a chat.completion JSON object; RetryableBackendError('malformed') if it has none."""
-    try:
-        choice = data["choices"][0]
-        message = choice["message"]
-        text = message["content"]
-        if not isinstance(text, str):
-            refusal = f" (refusal: {str(message.get('refusal'))[:80]})" if message.get("refusal") else ""
-            raise RetryableBackendError("malformed", f"message content is {type(text).__name__}, not text{refusal}")
-        usage = data.get("usage") or {}
-        return Completion(
-            text=text,
-            finish_reason=choice.get("finish_reason") or "stop",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-        )
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        raise RetryableBackendError("malformed", f"no completion in response body: {str(data)[:80]}") from None
-
-
-def _error_message(raw: bytes) -> str:
-    try:
-        error = orjson.loads(raw).get("error", {})
-        return str(error.get("message") or error)[:300]
-    except (orjson.JSONDecodeError, AttributeError):
-        return raw[:300].decode("utf-8", "replace")
-
-
-def _retry_after(headers: Any) -> float | None:
-    """The wait a Retry-After header asks for (seconds or an HTTP-date), at most MAX_RETRY_AFTER; None if unusable."""
-    value = headers.get("Retry-After") if headers is not None else None
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-        seconds = max(0.0, (when - datetime.now(timezone.utc)).total_seconds())  # a past date: retry now
-    return min(seconds, MAX_RETRY_AFTER) if math.isfinite(seconds) and seconds >= 0 else None

@@ -198,6 +198,7 @@ class Generate(Stage):
         schema = output_schema.schema if output_schema else None
         failure: Rejection | None = None
         for attempt in range(self.params.max_retries + 1):
+            self.ctx.stats.reasks += attempt > 0
             request = runtime.request(job.messages, job.sampling, (self.ctx.seed, self.ctx.key, job.origin), schema,
                                       job.sample, attempt)
             try:

@@ -3,6 +3,7 @@ requests in all."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +69,9 @@ def test_quickstart_end_to_end_on_the_embedded_model(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = read_jsonl(out / "dataset.jsonl")
     assert rows and all(len(row["fields"]["response"]) >= 40 for row in rows)
+    requests = json.loads((out / "stats.json").read_text())["requests"]
+    assert requests["http_sent"] == requests["planned"] + requests["reasks"]  # nothing sent twice
+    assert requests["retries_by_cause"] == {}
     words = " ".join(row["fields"]["response"] for row in rows).lower().split()
     assert sum(word in {"the", "a", "and", "to", "of", "is"} for word in words) >= 5  # English, not random words
 

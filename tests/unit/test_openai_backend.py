@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from synthgen.backends.base import ChatRequest, Completion
-from synthgen.backends.openai_compat import OpenAIBackend, _retry_after
+from synthgen.backends.openai_compat import OpenAIBackend
+from synthgen.backends.responses import retry_after
 from synthgen.backends.sim import SimConfig, SimServer
 from synthgen.errors import FatalBackendError, RetryableBackendError
 from synthgen.stats import RunStats
@@ -110,13 +111,13 @@ def test_usage_and_structured_output() -> None:
      ("", None), ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0)],
 )
 def test_retry_after_header_is_seconds_or_a_date_and_never_nonsense(value: str, expected: float | None) -> None:
-    assert _retry_after({"Retry-After": value}) == expected
+    assert retry_after({"Retry-After": value}) == expected
 
 
 def test_retry_after_http_date_in_the_future_is_the_seconds_until_it() -> None:
     from email.utils import formatdate
 
-    wait = _retry_after({"Retry-After": formatdate(time.time() + 30, usegmt=True)})
+    wait = retry_after({"Retry-After": formatdate(time.time() + 30, usegmt=True)})
     assert wait is not None and 28 <= wait <= 30
 
 
