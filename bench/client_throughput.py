@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from synthgen.aio import new_event_loop
 from synthgen.backends.base import ChatRequest
 from synthgen.backends.openai_compat import OpenAIBackend
-from synthgen.backends.sim_process import SimProcess
+from synthgen.sim.process import SimProcess
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

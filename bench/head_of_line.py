@@ -20,9 +20,9 @@ import threading
 import time
 from pathlib import Path
 
-from synthgen.backends.sim_process import SimProcess
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
+from synthgen.sim.process import SimProcess
 from synthgen.stats import RunStats
 
 RECIPE = """

@@ -26,7 +26,8 @@ import orjson
 import yaml
 
 from synthgen.backends.llamacpp import LlamaCppOptions, model_file, server_params
-from synthgen.pipeline import build_stages, run_recipe
+from synthgen.build import build_stages
+from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
 from synthgen.runtime import Runtime
 from synthgen.stages.generate import Generate

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthgen.backends.sim_process import SimProcess, get_json
+from synthgen.sim.process import SimProcess, get_json
 
 REPO = Path(__file__).resolve().parent.parent
 HELPERS = REPO / "bench" / "peers"

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
-from synthgen.backends.sim_process import SimProcess
 from synthgen.dedup.evaluate import planted_corpus
 from synthgen.engine.ray_engine import RayExecutor, RayOptions
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
+from synthgen.sim.process import SimProcess
 from synthgen.stages.base import run_locally
 
 REPO = Path(__file__).resolve().parent.parent

@@ -26,11 +26,11 @@ from pathlib import Path
 
 import orjson
 
-from synthgen.backends.sim import FAULT_KINDS
-from synthgen.backends.sim_process import SimProcess, get_json
-from synthgen.pipeline import build_stages
+from synthgen.build import build_stages
 from synthgen.recipe import load_recipe
 from synthgen.runtime import Runtime
+from synthgen.sim import FAULT_KINDS
+from synthgen.sim.process import SimProcess, get_json
 from synthgen.stats import RunStats
 
 REPO = Path(__file__).resolve().parent.parent

@@ -17,6 +17,18 @@ from synthgen.stages.base import RejectSink, Stage, StageExecutor, is_transient_
 from synthgen.stats import RunStats, StageCounts
 
 
+def reject_line(record: Record, reason: str, detail: str | None, label: str) -> bytes:
+    """One line of a rejects file: the record, the stage (`label`) that dropped it, the reason and its detail."""
+    return orjson.dumps({"id": record.id, "stage": label, "reason": reason, "detail": detail,
+                         "fields": record.fields, "meta": record.meta})
+
+
+def read_reject(line: bytes) -> tuple[Record, str, str | None]:
+    """The record, reason and detail of a `reject_line`."""
+    item = orjson.loads(line)
+    return Record(item["id"], item["fields"], item["meta"]), item["reason"], item["detail"]
+
+
 class RejectLog:
     """Routes each stage's rejects to that stage's checkpoint writer and counts them."""
 
@@ -32,9 +44,7 @@ class RejectLog:
             counts.rejected += 1
             self.stats.rejects[reason] += 1
             self.transient[label] += is_transient_reject(reason)
-            line = {"id": record.id, "stage": label, "reason": reason, "detail": detail,
-                    "fields": record.fields, "meta": record.meta}
-            self.writers[label].write_line(orjson.dumps(line))
+            self.writers[label].write_line(reject_line(record, reason, detail, label))
 
         return reject
 

@@ -1,5 +1,5 @@
 """`synthgen estimate`, `export` and `show`: commands that look at a recipe or a run directory (registered on
-the app of `synthgen.cli`)."""
+the app of `synthgen.cli_app`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
-from synthgen.cli import app, console, guarded
+from synthgen.cli_app import app, console, guarded
 from synthgen.errors import RunDirError
 
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import islice
 
-from synthgen.pipeline import build_stages, limited, open_source
+from synthgen.build import build_stages, limited, open_source
 from synthgen.recipe import Recipe
 from synthgen.record import Record
-from synthgen.stages.generate import Generate
 from synthgen.stats import RunStats
 from synthgen.tokens import count_message_tokens
 
@@ -67,17 +66,18 @@ def estimate_recipe(recipe: Recipe, limit: int | None = None) -> list[StageEstim
     estimates: list[StageEstimate] = []
     for stage in stages:
         label = stage.ctx.label
-        if isinstance(stage, Generate):
-            max_tokens = stage.params.sampling.max_tokens or DEFAULT_OUTPUT_TOKENS
+        rendered = stage.rendered_prompts(inputs if inputs is not None else [Record("estimate", _Filler(previous_output))])
+        if rendered is not None:
+            max_tokens = stage.max_output_tokens() or DEFAULT_OUTPUT_TOKENS
             if inputs is not None:
-                jobs = list(stage.jobs(inputs))
-                requests: int | None = len(jobs)
-                input_tokens: int | None = sum(count_message_tokens(job.messages) for job in jobs)
+                prompts = list(rendered)
+                requests: int | None = len(prompts)
+                input_tokens: int | None = sum(count_message_tokens(messages) for _, messages in prompts)
                 note = "prompts rendered and counted"
             elif count is not None:
-                jobs = list(stage.jobs([Record("estimate", _Filler(previous_output))]))
-                requests = count * len(jobs)
-                input_tokens = count * sum(count_message_tokens(job.messages) for job in jobs)
+                prompts = list(rendered)
+                requests = count * len(prompts)
+                input_tokens = count * sum(count_message_tokens(messages) for _, messages in prompts)
                 note = "at most: every earlier request succeeds and nothing is dropped"
             else:
                 requests = input_tokens = None
@@ -103,9 +103,9 @@ def first_prompts(recipe: Recipe, n: int) -> tuple[str, list[tuple[str, list[dic
     no prompts and a note saying why."""
     inputs: list[Record] = list(limited(open_source(recipe), n))
     for stage in build_stages(recipe, RunStats(), limit=n):
-        if isinstance(stage, Generate):
-            prompts = [(job.leaf.path, job.messages) for job in islice(stage.jobs(inputs), n)]
-            return stage.ctx.label, prompts, ""
+        rendered = stage.rendered_prompts(inputs)
+        if rendered is not None:
+            return stage.ctx.label, list(islice(rendered, n)), ""
         if not stage.predictable:
             note = "builds its prompts while it runs (from model or embedding outputs); nothing to render before a run"
             return stage.ctx.label, [], f"{stage.ctx.label} {note}"

@@ -14,12 +14,12 @@ from typing import Any, Literal
 import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
-from synthgen import __version__
 from synthgen.config import StrictModel
 from synthgen.errors import ConfigError, RunDirError
 from synthgen.hashing import stable_int
 from synthgen.record import Record
 from synthgen.rundir import EXPORT_MARKER, write_error
+from synthgen.version import __version__
 
 Layout = Literal["records", "messages", "alpaca", "sharegpt", "triplets", "pairs", "text"]
 Row = dict[str, Any]

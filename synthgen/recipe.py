@@ -9,11 +9,11 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator
 
-from synthgen.backends.factory import BackendConfig
+from synthgen.backends.settings import BackendConfig
 from synthgen.config import StrictModel, load_yaml, validate
 from synthgen.errors import ConfigError
-from synthgen.stages import STAGES
 from synthgen.stages.base import StageParams
+from synthgen.stages.registry import stage_class
 from synthgen.stages.source import SourceConfig
 
 
@@ -75,14 +75,18 @@ class Recipe(StrictModel):
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file, including every stage's parameters."""
+    return recipe_from_data(load_yaml(path), path)
+
+
+def recipe_from_data(data: Any, path: str | Path) -> Recipe:
+    """Validate parsed recipe data; `path` names it in messages and anchors its relative paths."""
     path = Path(path)
     source = str(path)
-    data = load_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(source, None, "a recipe is a YAML mapping with name, backend, source and stages")
     recipe = validate(Recipe, data, source)
     if recipe.backend.sim:
-        from synthgen.backends.sim import SimConfig
+        from synthgen.sim import SimConfig
 
         validate(SimConfig, recipe.backend.sim, source, "backend.sim")
     specs = []
@@ -90,8 +94,10 @@ def load_recipe(path: str | Path) -> Recipe:
         if len(entry) != 1:
             raise ConfigError(source, f"stages[{index}]", "each stage is a mapping with one key, e.g. `- generate: {...}`")
         ((name, params),) = entry.items()
-        if name not in STAGES:
-            raise ConfigError(source, f"stages[{index}]", f"unknown stage '{name}'; known stages: {sorted(STAGES)}")
-        specs.append(StageSpec(name, validate(STAGES[name].Params, params or {}, source, f"stages[{index}].{name}")))
+        try:
+            cls = stage_class(name)
+        except ConfigError as exc:
+            raise ConfigError(source, f"stages[{index}]", exc.message) from None
+        specs.append(StageSpec(name, validate(cls.Params, params or {}, source, f"stages[{index}].{name}")))
     recipe._path, recipe._specs = path, specs
     return recipe

@@ -35,10 +35,10 @@ from typing import IO, Any
 import orjson
 import yaml
 
-from synthgen import __version__
 from synthgen.errors import RunDirError
 from synthgen.record import Record
 from synthgen.stats import totals_of
+from synthgen.version import __version__
 
 _SECRET_NAME = re.compile(r"(?:^|_)(?:api_?key|token|secret|password|authorization)$", re.IGNORECASE)
 RUN_MARKER = ".synthgen-run"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from synthgen.backends.sim import SimConfig, SimServer
+from synthgen.sim import SimConfig, SimServer
 
 REPO = Path(__file__).resolve().parent.parent
 

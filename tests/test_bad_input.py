@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from synthgen.backends.sim import SimConfig, SimServer
 from synthgen.cli import app
 from synthgen.embedding.diversity import diversity_metrics, k_center, semantic_duplicates
+from synthgen.sim import SimConfig, SimServer
 from tests.conftest import write
 
 TEMPLATES = {"plain.j2": "Write one sentence about {{ leaf }}.", "answer.j2": "Answer: {{ record.instruction }}",

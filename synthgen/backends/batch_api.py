@@ -20,8 +20,8 @@ import orjson
 
 from synthgen.backends.base import ChatRequest, Completion
 from synthgen.backends.batching import BatchOutcome, MicroBatcher
-from synthgen.backends.factory import BatchConfig
 from synthgen.backends.responses import completion_from_body
+from synthgen.backends.settings import BatchConfig
 from synthgen.errors import FatalBackendError, RetryableBackendError
 from synthgen.stats import RunStats
 

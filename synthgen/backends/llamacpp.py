@@ -22,7 +22,8 @@ import orjson
 from pydantic import Field
 
 from synthgen.backends.base import ChatRequest, Completion
-from synthgen.backends.factory import DEFAULT_MODEL, BackendConfig, BackendContext, http_backend, options
+from synthgen.backends.factory import BackendContext, http_backend, options
+from synthgen.backends.settings import DEFAULT_MODEL, BackendConfig
 from synthgen.config import StrictModel
 from synthgen.errors import ConfigError
 from synthgen.hashing import file_digest

@@ -42,10 +42,10 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from tenacity.wait import wait_exponential_jitter
 
 from synthgen.backends.base import ChatRequest, Completion
-from synthgen.backends.factory import MAX_RESPONSE_BYTES, without_credentials
 from synthgen.backends.limits import AdaptiveWindow, Pace, TokenBucket
 from synthgen.backends.responses import completion_from_raw, error_for
 from synthgen.backends.server_info import server_root
+from synthgen.backends.settings import MAX_RESPONSE_BYTES, without_credentials
 from synthgen.backends.watchdog import Watchdog
 from synthgen.errors import BackendError, ConfigError, FatalBackendError, RetryableBackendError
 from synthgen.stats import RunStats

@@ -20,7 +20,8 @@ from pydantic import Field
 
 from synthgen.backends.base import ChatRequest, Completion
 from synthgen.backends.batching import BatchOutcome, MicroBatcher
-from synthgen.backends.factory import BackendConfig, BackendContext, options
+from synthgen.backends.factory import BackendContext, options
+from synthgen.backends.settings import BackendConfig
 from synthgen.config import StrictModel
 from synthgen.errors import ConfigError
 from synthgen.hashing import stable_int

@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import Field
 
 from synthgen.backends.base import ChatRequest, Completion
-from synthgen.backends.factory import BackendConfig, BackendContext, options
+from synthgen.backends.factory import BackendContext, options
+from synthgen.backends.settings import BackendConfig
 from synthgen.config import StrictModel
 from synthgen.errors import ConfigError, FatalBackendError, RetryableBackendError
 

@@ -22,15 +22,17 @@ import importlib.util
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
+from synthgen.checkpoints import read_reject
+from synthgen.dedup.index import Match
 from synthgen.engine.ray_workers import (
     BlockWorker,
     EmbeddingWorker,
@@ -39,16 +41,14 @@ from synthgen.engine.ray_workers import (
     read_records,
     record_rows,
     run_block,
-    spill,
 )
 from synthgen.errors import ConfigError, RunDirError
 from synthgen.hashing import content_hash
 from synthgen.recipe import Recipe
 from synthgen.record import Record
 from synthgen.stages.base import Stage
-from synthgen.stages.dedup import ExactDedup, MinHashDedup, reject_duplicate
-from synthgen.stages.generate import Generate
-from synthgen.stages.semantic import EmbeddingStage
+from synthgen.stages.dedup import ExactDedupParams, MinHashDedupParams, reject_duplicate
+from synthgen.stages.spill import read_spill, write_spill
 from synthgen.stats import RunStats
 
 
@@ -81,25 +81,26 @@ class RayExecutor:
     def __call__(self, stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterable[Record]:
         if stage.row_wise:
             return self._in_blocks(stage, records, fingerprint)
-        if isinstance(stage, ExactDedup | MinHashDedup):
+        if stage.distributed_form in DISTRIBUTED:
             return dedup_on_ray(stage, records, self.options.block_size)
-        if isinstance(stage, EmbeddingStage):
+        if stage.embedded_texts() is not None:
             return self._embedded_first(stage, records)
         return stage.run(records)
 
     def _in_blocks(self, stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterator[Record]:
         """The stage on the actor pool, block by block; outputs and rejects come back in input order."""
 
-        folder = stage_workdir(stage) / f"{stage.ctx.label}.blocks"
+        folder = stage_folder(stage) / f"{stage.ctx.label}.blocks"
         folder.mkdir(exist_ok=True)
-        if isinstance(stage, Generate) and stage.params.count is not None:
+        draws = type(stage).draw_count(stage.params)
+        if draws is not None:
             for _ in records:  # a first stage: its input stream is empty
                 pass
-            spans = _spans(len(stage.draws), self.options.block_size)
-            tasks = [{"block": k, "draws": span} for k, span in enumerate(spans)]
+            spans = _spans(draws, self.options.block_size)
+            tasks: list[dict[str, Any]] = [{"block": k, "draws": span} for k, span in enumerate(spans)]
         else:
-            spans = spill(records, folder / "input.jsonl", self.options.block_size)
-            tasks = [{"block": k, "bytes": span} for k, span in enumerate(spans)]
+            groups = write_spill(records, folder / "input.parquet", self.options.block_size)
+            tasks = [{"block": k, "group": k} for k in range(groups)]
         for task in tasks:
             task["fingerprint"] = content_hash([fingerprint, task])
         if tasks:
@@ -108,8 +109,7 @@ class RayExecutor:
                 _add_requests(stage.ctx.stats, orjson.loads(done["stats"]))
                 yield from read_records(folder / f"{done['block']:06d}.jsonl")
                 for line in block_lines(folder / f"{done['block']:06d}.rejects.jsonl"):
-                    item = orjson.loads(line)
-                    stage.ctx.reject(Record(item["id"], item["fields"], item["meta"]), item["reason"], item["detail"])
+                    stage.ctx.reject(*read_reject(line))
         shutil.rmtree(folder)
 
     def _map(self, tasks: list[dict[str, Any]], stage: Stage, folder: Path) -> Any:
@@ -120,32 +120,36 @@ class RayExecutor:
         blocks = ray.data.from_items(tasks, override_num_blocks=len(tasks))
         setup = {"recipe": self.recipe, "run_path": str(self.run_path), "index": stage.ctx.index, "limit": self.limit,
                  "folder": str(folder)}
-        if not isinstance(stage, Generate):
+        if not stage.makes_requests:
             return blocks.map(run_block, fn_kwargs=setup)
         actors = min(self.options.workers, len(tasks))
         setup["recipe"] = share_rate_limits(self.recipe, actors)
         return blocks.map(BlockWorker, fn_constructor_kwargs={**setup, "with_backend": True},  # type: ignore[arg-type]
                           compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=self.options.gpus_per_worker)
 
-    def _embedded_first(self, stage: EmbeddingStage, records: Iterable[Record]) -> Iterator[Record]:
+    def _embedded_first(self, stage: Stage, records: Iterable[Record]) -> Iterator[Record]:
         """Embeddings computed on Ray actors (one GPU each when the cluster has GPUs) into the run's embedding
         cache; the stage then decides on the driver over the gathered vectors, which it reads from that cache."""
         import ray
 
-        workdir = stage_workdir(stage)
-        path = workdir / f"{stage.ctx.label}.input.jsonl"
-        spans = spill(records, path, self.options.block_size)
-        if spans:
+        if stage.ctx.run_paths is None:
+            raise RunDirError(f"stage {stage.ctx.label}: embedding on Ray needs a run directory (its embedding cache)")
+        paths = stage.ctx.run_paths
+        path = stage_folder(stage) / f"{stage.ctx.label}.input.parquet"
+        groups = write_spill(records, path, self.options.block_size)
+        if groups:
+            model, batch_size, fields = stage.embedded_texts() or ("", 0, [])
             gpus = int(ray.cluster_resources().get("GPU", 0))
-            setup = {"model": stage.params.model, "batch_size": stage.params.batch_size, "fields": stage.params.fields,
-                     "cache_dir": str(workdir.parent), "device": "cuda" if gpus else "cpu"}
-            blocks = ray.data.from_items([{"path": str(path), "bytes": span} for span in spans], override_num_blocks=len(spans))
+            setup = {"model": model, "batch_size": batch_size, "fields": fields,
+                     "cache_dir": str(paths.run), "device": "cuda" if gpus else "cpu"}
+            blocks = ray.data.from_items([{"path": str(path), "group": k} for k in range(groups)],
+                                         override_num_blocks=groups)
             embedded = blocks.map(EmbeddingWorker, fn_constructor_kwargs=setup,  # type: ignore[arg-type]
-                                  compute=ray.data.ActorPoolStrategy(size=max(1, min(gpus or self.options.workers, len(spans)))),
+                                  compute=ray.data.ActorPoolStrategy(size=max(1, min(gpus or self.options.workers, groups))),
                                   num_gpus=1 if gpus else 0)
             for done in embedded.iter_rows():
                 raise_reported(done)
-        yield from stage.run(read_records(path))
+        yield from stage.run(read_spill(path))
         path.unlink()
 
 
@@ -188,25 +192,19 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
 
 def dedup_on_ray(stage: Stage, records: Iterable[Record], block_size: int) -> Iterator[Record]:
     """`stage`'s decisions made across the whole input on Ray (`ray_dedup`); the input then streams through in
-    order, duplicates going to the stage's rejects. Spills the input to the stage's `workdir`."""
+    order, duplicates going to the stage's rejects. Spills the input to the stage's folder."""
     import ray
 
-    from synthgen.engine.ray_dedup import exact_duplicates, minhash_duplicates
-
-    path = stage_workdir(stage) / f"{stage.ctx.label}.input.jsonl"
-    spans = spill(records, path, block_size)
-    blocks = [{"path": str(path), "bytes": span, "first": k * block_size} for k, span in enumerate(spans)]
-    rows = ray.data.from_items(blocks, override_num_blocks=max(1, len(spans))).flat_map(record_rows)
-    partitions = max(1, min(len(spans), 4 * int(ray.cluster_resources().get("CPU", 1))))  # groupby shuffle width
-    if isinstance(stage, ExactDedup):
-        dropped = {key: ("exact_duplicate", match) for key, match in exact_duplicates(rows, stage.params, partitions).items()}
-    elif isinstance(stage, MinHashDedup):
-        found = minhash_duplicates(rows, stage.params, stage.ctx, partitions)
-        dropped = found.dropped
-        stage.ctx.stats.metrics.setdefault(stage.ctx.label, {})["clusters"] = len(set(found.clusters.values()))
-    else:
+    path = stage_folder(stage) / f"{stage.ctx.label}.input.parquet"
+    groups = write_spill(records, path, block_size)
+    blocks = [{"path": str(path), "group": k, "first": k * block_size} for k in range(groups)]
+    rows = ray.data.from_items(blocks, override_num_blocks=max(1, groups)).flat_map(record_rows)
+    partitions = max(1, min(groups, 4 * int(ray.cluster_resources().get("CPU", 1))))  # groupby shuffle width
+    decide = DISTRIBUTED.get(stage.distributed_form or "")
+    if decide is None:
         raise ConfigError(str(stage.ctx.recipe_path), stage.ctx.label, f"'{stage.name}' has no distributed form")
-    for record in read_records(path):
+    dropped = decide(rows, stage, partitions)
+    for record in read_spill(path):
         if record.id in dropped:
             reject_duplicate(stage.ctx, record, *dropped[record.id])
         else:
@@ -214,8 +212,29 @@ def dedup_on_ray(stage: Stage, records: Iterable[Record], block_size: int) -> It
     path.unlink()
 
 
-def stage_workdir(stage: Stage) -> Path:
-    """The stage's folder in the run directory, where the engine spills its input and blocks."""
+def _exact(rows: Any, stage: Stage, partitions: int) -> dict[str, tuple[str, Match]]:
+    from synthgen.engine.ray_dedup import exact_duplicates
+
+    found = exact_duplicates(rows, cast(ExactDedupParams, stage.params), partitions)
+    return {key: ("exact_duplicate", match) for key, match in found.items()}
+
+
+def _minhash(rows: Any, stage: Stage, partitions: int) -> dict[str, tuple[str, Match]]:
+    from synthgen.engine.ray_dedup import minhash_duplicates
+
+    found = minhash_duplicates(rows, cast(MinHashDedupParams, stage.params), stage.ctx, partitions)
+    stage.ctx.stats.metrics.setdefault(stage.ctx.label, {})["clusters"] = len(set(found.clusters.values()))
+    return found.dropped
+
+
+# a stage's `distributed_form` -> its decisions over the whole input on Ray: record id -> (reason, match)
+DISTRIBUTED: dict[str, Callable[[Any, Stage, int], dict[str, tuple[str, Match]]]] = {
+    "exact_dedup": _exact, "minhash_dedup": _minhash,
+}
+
+
+def stage_folder(stage: Stage) -> Path:
+    """The stage's folder (in the run directory), where the engine spills its input and blocks."""
     if stage.ctx.workdir is None:
         raise RunDirError(f"stage {stage.ctx.label}: the Ray engine needs a run directory")
     return stage.ctx.workdir

@@ -1,7 +1,7 @@
 """What runs inside Ray workers for the Ray engine (`ray_engine`): a row-wise stage over one block of records,
 embeddings into the run's embedding cache, and the block files both sides read and write.
 
-A block is a byte span of a JSONL file in the run directory (`spill`); its outputs are `<block>.jsonl`,
+A block is a row group of the stage's input spilled to Parquet in the run directory; its outputs are `<block>.jsonl`,
 `<block>.rejects.jsonl` and a `.done` marker holding the block's fingerprint, so a re-run skips it.
 """
 
@@ -14,31 +14,17 @@ from typing import Any
 
 import orjson
 
+from synthgen.checkpoints import reject_line
 from synthgen.dedup.text import field_text
 from synthgen.errors import SynthgenError
 from synthgen.recipe import Recipe
 from synthgen.record import Record
 from synthgen.rundir import JsonlWriter, RunDir, write_atomic
-from synthgen.stages.generate import Generate
+from synthgen.stages.spill import read_spill
 from synthgen.stats import RunStats
 
 REQUEST_COUNTERS = ("planned_requests", "finished_requests", "cache_hits", "http_requests", "http_ok",
                     "prompt_tokens", "completion_tokens")
-
-
-def spill(records: Iterable[Record], path: Path, block_size: int) -> list[tuple[int, int]]:
-    """Write `records` to `path` as JSONL; the byte spans of its blocks of `block_size` records."""
-    spans, start, count = [], 0, 0
-    with path.open("wb") as handle:
-        for record in records:
-            handle.write(record.to_json() + b"\n")
-            count += 1
-            if count == block_size:
-                spans.append((start, handle.tell()))
-                start, count = handle.tell(), 0
-        if count:
-            spans.append((start, handle.tell()))
-    return spans
 
 
 class BlockWorker:
@@ -54,13 +40,13 @@ class BlockWorker:
 
     def _started(self) -> Any:
         """The stage, built on the first block (inside `reported`, so a backend that cannot start reports why)."""
-        from synthgen.pipeline import build_stage, open_runtime
+        from synthgen.build import build_stage, open_runtime, run_paths
 
         if self.stage is None:
             run_dir = RunDir(self.run_path)
             runtime = open_runtime(self.recipe, run_dir, self.stats, self.stack) if self.with_backend else None
             self.stage = build_stage(self.recipe, self.index, self.stats, limit=self.limit, runtime=runtime,
-                                     reject_sink=lambda label: self._reject, workdir=run_dir.checkpoints)
+                                     reject_sink=lambda label: self._reject, paths=run_paths(run_dir))
         return self.stage
 
     def __call__(self, task: dict[str, Any]) -> dict[str, Any]:
@@ -75,11 +61,11 @@ class BlockWorker:
             return {"block": block, "stats": orjson.dumps({})}
         stage = self._started()
         before = request_counts(self.stats)
-        if task.get("draws") is not None and isinstance(stage, Generate):
-            stage.draws = range(*task["draws"])
+        if task.get("draws") is not None:
+            stage.take_draws(range(*task["draws"]))
             inputs: Iterable[Record] = ()
         else:
-            inputs = read_slice(self.folder / "input.jsonl", *task["bytes"])
+            inputs = read_spill(self.folder / "input.parquet", task["group"])
         output = JsonlWriter(base.with_suffix(".jsonl"))
         self.rejects.clear()
         try:
@@ -95,8 +81,7 @@ class BlockWorker:
         return {"block": block, "stats": orjson.dumps({k: after[k] - before.get(k, 0) for k in after})}
 
     def _reject(self, record: Record, reason: str, detail: str | None) -> None:
-        self.rejects.append(orjson.dumps({"id": record.id, "fields": record.fields, "meta": record.meta,
-                                          "reason": reason, "detail": detail}))
+        self.rejects.append(reject_line(record, reason, detail, self._started().ctx.label))
 
 
 class EmbeddingWorker:
@@ -113,7 +98,7 @@ class EmbeddingWorker:
         from synthgen.embedding.encoder import Encoder
 
         self.encoder = self.encoder or Encoder(self.model, self.batch_size, self.device, cache_dir=Path(self.cache_dir))
-        records = list(read_slice(Path(task["path"]), *task["bytes"]))
+        records = list(read_spill(Path(task["path"]), task["group"]))
         self.encoder.encode([field_text(record.fields, self.fields) for record in records])
         return {"records": len(records)}
 
@@ -138,20 +123,10 @@ def run_block(task: dict[str, Any], **setup: Any) -> dict[str, Any]:
     return BlockWorker(**setup)(task)
 
 
-def read_slice(path: Path, start: int, end: int) -> Iterator[Record]:
-    with path.open("rb") as handle:
-        handle.seek(start)
-        for line in handle.read(end - start).splitlines():
-            yield Record.from_json(line)
-
-
 def record_rows(task: dict[str, Any]) -> list[dict[str, Any]]:
     """The dedup rows of one block: input position, id and the record's JSON."""
-    start, end = task["bytes"]
-    with open(task["path"], "rb") as handle:
-        handle.seek(start)
-        lines = handle.read(end - start).splitlines()
-    return [{"order": task["first"] + i, "id": Record.from_json(line).id, "record": line} for i, line in enumerate(lines)]
+    records = read_spill(Path(task["path"]), task["group"])
+    return [{"order": task["first"] + i, "id": record.id, "record": record.to_json()} for i, record in enumerate(records)]
 
 
 def block_lines(path: Path) -> Iterator[bytes]:

@@ -27,16 +27,15 @@ from typing import Any, cast
 from pydantic import Field
 
 from synthgen.backends.base import ChatRequest, Completion
-from synthgen.errors import ConfigError, InputError, RetryableBackendError
+from synthgen.errors import InputError
 from synthgen.hashing import stable_int
-from synthgen.prompts import PromptLibrary
 from synthgen.record import Record, make_record_id
-from synthgen.runtime import Runtime
-from synthgen.stages.base import Stage, StageContext, StageParams, register
-from synthgen.stages.generate import SamplingParams
+from synthgen.sampling import SamplingParams
+from synthgen.stages.base import StageContext, StageParams
+from synthgen.stages.llm import Answer, Ask, Failure, LLMStage, Reading, usage
 from synthgen.stopwords import STOP_WORDS
-from synthgen.taxonomy import Leaf, Taxonomy
-from synthgen.validation import InvalidOutput, OutputSchema
+from synthgen.taxonomy import Leaf
+from synthgen.validation import OutputSchema
 
 REFUSAL_MAX_WORDS = 80  # the paper's "relatively short" bound for a response containing "sorry"
 _WORD = re.compile(r"\w+(?:'\w+)*")
@@ -105,8 +104,7 @@ class Evolution:
     failure: tuple[str, str] | None = None
 
 
-@register
-class EvolInstruct(Stage):
+class EvolInstruct(LLMStage):
     """Evolves every input instruction for `rounds` rounds; needs its whole input before the first round
     and holds the pool (one instruction and its fields per input record) in memory."""
 
@@ -117,27 +115,17 @@ class EvolInstruct(Stage):
 
     def __init__(self, params: EvolInstructParams, ctx: StageContext) -> None:  # type: ignore[override]
         super().__init__(params, ctx)
-        self.prompts = PromptLibrary(ctx.prompts_dir)
-        self.taxonomy = Taxonomy.load(ctx.resolve(params.taxonomy))
-        self.op_sampling: dict[str, dict[str, Any]] = {}
-        self.op_templates: dict[str, str] = {}
-        for leaf in self.taxonomy.leaves:
-            if leaf.template is None:
-                raise ConfigError(self.taxonomy.source, leaf.path, "an evolution operation needs a template")
-            self.op_templates[leaf.path] = leaf.template
-            self.prompts.variables(leaf.template)  # fails early on a missing template or a syntax error
-            try:
-                merged = SamplingParams.model_validate({**params.sampling.model_dump(exclude_none=True), **leaf.sampling})
-            except ValueError as exc:
-                raise ConfigError(self.taxonomy.source, f"{leaf.path}.sampling", str(exc)) from None
-            self.op_sampling[leaf.path] = merged.to_body()
-        self.prompts.variables(params.answer_template)
-        self.prompts.variables(params.judge_template)
-        self.evolve_schema = OutputSchema({
+        self.taxonomy = self.load_taxonomy(params.taxonomy)
+        self.op_templates, self.op_sampling = self.leaf_setup(self.taxonomy, params.sampling,
+                                                              missing="an evolution operation needs a template")
+        self.check_templates(params.answer_template, params.judge_template)
+        evolve_schema = OutputSchema({
             "type": "object", "properties": {"instruction": {"type": "string", "minLength": params.min_chars}},
             "required": ["instruction"], "additionalProperties": False,
         })
-        self.judge_schema = OutputSchema(_JUDGE_SCHEMA)
+        # outputs need only parse: a truncated answer is `truncated_response` once judged, an empty one `stop_words_only`
+        schemas = {"evolve": evolve_schema, "answer": None, "judge": OutputSchema(_JUDGE_SCHEMA)}
+        self.readings = {step: Reading(schema, allow_truncated=True, allow_empty=True) for step, schema in schemas.items()}
 
     def choose(self, round_: int, record_id: str) -> tuple[Leaf, dict[str, Any]]:
         """The operation (leaf and placeholder values) for evolving `record_id` in round `round_`."""
@@ -148,8 +136,9 @@ class EvolInstruct(Stage):
         if self.params.include_originals:
             yield from pool
         for round_ in range(1, self.params.rounds + 1):
-            evolutions = [self._plan(member, round_) for member in pool]
-            self._evolve(evolutions)
+            planned = [self._plan(member, round_) for member in pool]
+            evolutions = [evolution for evolution, _ in planned]
+            self._evolve(planned)
             self._answer_and_judge([e for e in evolutions if e.failure is None])
             for index, evolution in enumerate(evolutions):
                 if evolution.failure is None:
@@ -166,74 +155,61 @@ class EvolInstruct(Stage):
         lineage = {"root": record.id, "parent": None, "operation": None, "round": 0, "depth": 0}
         return Record(record.id, record.fields, {**record.meta, "evol": lineage})
 
-    def _plan(self, parent: Record, round_: int) -> Evolution:
+    def _plan(self, parent: Record, round_: int) -> tuple[Evolution, Ask]:
         leaf, placeholders = self.choose(round_, parent.id)
-        template = self.op_templates[leaf.path]
+        evolution = Evolution(parent, round_, leaf, self.op_templates[leaf.path], placeholders, {}, [])
         variables = {**placeholders, "leaf": leaf.path, "record": parent.fields, "instruction": parent.fields[self.params.field]}
-        messages = self.prompts.render(template, variables)
-        request = self._request(messages, self.op_sampling[leaf.path], "evolve", round_, parent, self.evolve_schema)
-        return Evolution(parent, round_, leaf, template, placeholders, {"evolve": request}, [])
+        return evolution, self._ask(evolution, "evolve", evolution.template, variables, self.op_sampling[leaf.path])
 
-    def _request(self, messages: list[dict[str, str]], sampling: dict[str, Any], step: str, round_: int, parent: Record,
-                 schema: OutputSchema | None = None) -> ChatRequest:
-        runtime: Runtime = self.ctx.runtime
-        seed_parts = (self.ctx.seed, self.ctx.key, step, round_, parent.id)
-        return runtime.request(messages, sampling, seed_parts, schema.schema if schema else None)
+    def _ask(self, evolution: Evolution, step: str, template: str, variables: dict[str, Any],
+             sampling: dict[str, Any]) -> Ask:
+        seed_parts = (self.ctx.seed, self.ctx.key, step, evolution.round, evolution.parent.id)
+        return Ask(template, self.prompts.render(template, variables), sampling, seed_parts, self.readings[step])
 
-    def _send(self, requests: list[ChatRequest]) -> list[Completion | RetryableBackendError]:
-        runtime: Runtime = self.ctx.runtime
-        return runtime.complete_all(requests, self.ctx.stats)
-
-    def _evolve(self, evolutions: list[Evolution]) -> None:
+    def _evolve(self, planned: list[tuple[Evolution, Ask]]) -> None:
         """Send every evolution request of the round at once; parse each, then check failure case 4."""
-        for evolution, outcome in zip(evolutions, self._send([e.requests["evolve"] for e in evolutions]), strict=True):
-            fields = self._parse(evolution, outcome, "evolve", self.evolve_schema)
-            if fields is None:
+        for evolution, outcome in self.answers(planned):
+            evolution.requests["evolve"] = outcome.request
+            evolved = self._read(evolution, outcome, "evolve")
+            if evolved is None:
                 continue
-            evolution.instruction = fields["instruction"].strip()
+            evolution.instruction = evolved.fields["instruction"].strip()
             if copied := copied_prompt_words(evolution.instruction):
                 evolution.failure = ("copies_evolution_prompt", f"the evolved instruction contains {copied!r}")
 
     def _answer_and_judge(self, evolutions: list[Evolution]) -> None:
         """Send the answer and the equality judgement of each evolved instruction together; eliminate cases 1-3."""
-        requests = []
+        p, asks = self.params, []
         for evolution in evolutions:
             instruction = cast(str, evolution.instruction)  # an evolution that did not fail has its instruction
-            parent, round_ = evolution.parent, evolution.round
-            ask = self.prompts.render(self.params.answer_template, {"instruction": instruction})
-            compare = self.prompts.render(self.params.judge_template,
-                                          {"first": parent.fields[self.params.field], "second": instruction})
-            evolution.requests["answer"] = self._request(ask, self.params.answer_sampling.to_body(), "answer", round_, parent)
-            evolution.requests["judge"] = self._request(compare, self.params.judge_sampling.to_body(), "judge", round_, parent,
-                                                        self.judge_schema)
-            requests += [evolution.requests["answer"], evolution.requests["judge"]]
-        outcomes = self._send(requests)
+            compare = {"first": evolution.parent.fields[p.field], "second": instruction}
+            asks += [(evolution, self._ask(evolution, "answer", p.answer_template, {"instruction": instruction},
+                                           p.answer_sampling.to_body())),
+                     (evolution, self._ask(evolution, "judge", p.judge_template, compare, p.judge_sampling.to_body()))]
+        outcomes = [outcome for _, outcome in self.answers(asks)]
         for evolution, answer, judge in zip(evolutions, outcomes[0::2], outcomes[1::2], strict=True):
-            if isinstance(answer, RetryableBackendError):
-                evolution.failure = (f"backend_{answer.cause}", str(answer))
+            evolution.requests.update(answer=answer.request, judge=judge.request)
+            said = self._read(evolution, answer, "answer")
+            if said is None:
                 continue
-            evolution.completions.append(answer)
-            evolution.response = answer.text
-            verdict = self._parse(evolution, judge, "judge", self.judge_schema)
+            evolution.response = said.text
+            verdict = self._read(evolution, judge, "judge")
             if verdict is None:
                 continue
-            if answer.finish_reason == "length":
+            if said.completion.finish_reason == "length":
                 evolution.failure = ("truncated_response", "the answer hit max_tokens (finish_reason=length)")
             else:
-                evolution.failure = eliminate(verdict["equal"], answer.text)
+                evolution.failure = eliminate(verdict.fields["equal"], said.text)
 
-    def _parse(self, evolution: Evolution, outcome: Completion | RetryableBackendError, step: str,
-               schema: OutputSchema) -> dict[str, Any] | None:
-        """The validated JSON of `outcome`, or None with the evolution's failure set."""
-        if isinstance(outcome, RetryableBackendError):
-            evolution.failure = (f"backend_{outcome.cause}", str(outcome))
-            return None
-        evolution.completions.append(outcome)
-        try:
-            return schema.parse(outcome.text)
-        except InvalidOutput as exc:
-            evolution.failure = (f"{step}_{exc.reason}", f"{exc.detail}; raw: {outcome.text}")
-            return None
+    def _read(self, evolution: Evolution, outcome: Answer | Failure, step: str) -> Answer | None:
+        """The answer, or None with the evolution's failure set (an output failure is named after `step`)."""
+        if outcome.completion is not None:
+            evolution.completions.append(outcome.completion)
+        if isinstance(outcome, Answer):
+            return outcome
+        reason = outcome.reason if outcome.completion is None else f"{step}_{outcome.reason}"  # backend_*: as is
+        evolution.failure = (reason, outcome.message)
+        return None
 
     def _record(self, evolution: Evolution) -> Record:
         """The evolved record (or, for a failure, the record rejected) with its lineage and provenance."""
@@ -252,12 +228,10 @@ class EvolInstruct(Stage):
 
     def _step(self, evolution: Evolution) -> dict[str, Any]:
         """Provenance of one evolution: operation, template, model, request keys and seeds, token usage."""
-        runtime: Runtime = self.ctx.runtime
         return {
             "stage": self.ctx.label, "round": evolution.round, "leaf": evolution.leaf.path, "template": evolution.template,
-            "placeholders": evolution.placeholders, "backend": runtime.backend_kind, "model": runtime.model,
+            "placeholders": evolution.placeholders, "backend": self.runtime.backend_kind, "model": self.runtime.model,
             "requests": {step: request.key() for step, request in evolution.requests.items()},
             "sampling": {step: request.params for step, request in evolution.requests.items()},
-            "usage": {"prompt_tokens": sum(c.prompt_tokens for c in evolution.completions),
-                      "completion_tokens": sum(c.completion_tokens for c in evolution.completions)},
+            "usage": usage(evolution.completions),
         }

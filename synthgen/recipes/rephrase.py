@@ -7,7 +7,6 @@ mixed with real text (the paper trains on 1:1).
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Iterable, Iterator
 from itertools import cycle, groupby, islice
@@ -15,9 +14,8 @@ from itertools import cycle, groupby, islice
 from pydantic import Field
 
 from synthgen.errors import ConfigError
-from synthgen.hashing import stable_int
 from synthgen.record import Record, make_record_id
-from synthgen.stages.base import Stage, StageContext, StageParams, register
+from synthgen.stages.base import MapStage, Stage, StageContext, StageParams
 from synthgen.stages.source import Source, SourceConfig
 from synthgen.taxonomy import Taxonomy
 from synthgen.tokens import count_tokens
@@ -79,8 +77,7 @@ class ChunkParams(StageParams):
     styles_per_doc: int | None = Field(default=None, ge=1)
 
 
-@register
-class WrapChunk(Stage):
+class WrapChunk(MapStage):
     """One record per (document, style, chunk): fields doc_id, style, chunk_index, chunk_count, chunk."""
 
     name = "wrap_chunk"
@@ -96,27 +93,26 @@ class WrapChunk(Stage):
                               f"unknown style(s) {unknown}; {params.taxonomy} has {sorted(leaves)}")
         self.weights = {style: leaves[style] for style in params.styles or leaves}
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        for record in records:
-            text = record.fields.get(self.params.text_field)
-            if not isinstance(text, str) or not text.strip():
-                self.ctx.reject(record, "empty_document", f"no text in field {self.params.text_field!r}")
-                continue
-            chunks = chunk_text(text, self.params.max_tokens)
-            for style in self._styles(record.id):
-                for index, chunk in enumerate(chunks):
-                    fields = {"doc_id": record.id, "style": style, "chunk_index": index, "chunk_count": len(chunks),
-                              "chunk": chunk}
-                    meta = {**record.meta, "parents": [record.id]}
-                    yield Record(make_record_id(record.id, self.ctx.key, style, index), fields, meta)
+    def map(self, record: Record) -> Iterator[Record]:
+        text = record.fields.get(self.params.text_field)
+        if not isinstance(text, str) or not text.strip():
+            self.ctx.reject(record, "empty_document", f"no text in field {self.params.text_field!r}")
+            return
+        chunks = chunk_text(text, self.params.max_tokens)
+        for style in self._styles(record):
+            for index, chunk in enumerate(chunks):
+                fields = {"doc_id": record.id, "style": style, "chunk_index": index, "chunk_count": len(chunks),
+                          "chunk": chunk}
+                meta = {**record.meta, "parents": [record.id]}
+                yield Record(make_record_id(record.id, self.ctx.key, style, index), fields, meta)
 
-    def _styles(self, doc_id: str) -> list[str]:
+    def _styles(self, record: Record) -> list[str]:
         """Every selected style, or `styles_per_doc` of them drawn by weight without replacement."""
         styles = list(self.weights)
         wanted = self.params.styles_per_doc
         if wanted is None or wanted >= len(styles):
             return styles
-        rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, doc_id))
+        rng = self.rng(record)
         keys = {style: rng.random() ** (1.0 / self.weights[style]) for style in styles}  # weighted sampling
         return sorted(styles, key=lambda style: -keys[style])[:wanted]
 
@@ -129,22 +125,20 @@ class CleanParams(StageParams):
     min_ratio: float = Field(default=0.5, ge=0.0, le=10.0)
 
 
-@register
-class WrapClean(Stage):
+class WrapClean(MapStage):
     """Strips preambles from rewrites and rejects those shorter than `min_ratio` of their chunk (lost content)."""
 
     name = "wrap_clean"
     Params = CleanParams
     params: CleanParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        for record in records:
-            text = strip_preamble(str(record.fields.get(self.params.field) or ""))
-            source = str(record.fields.get(self.params.source_field) or "")
-            if len(text) < self.params.min_ratio * len(source):
-                self.ctx.reject(record, "lost_content", f"{len(text)} characters for a {len(source)}-character chunk")
-                continue
-            yield Record(record.id, {**record.fields, self.params.field: text}, record.meta)
+    def map(self, record: Record) -> Iterator[Record]:
+        text = strip_preamble(str(record.fields.get(self.params.field) or ""))
+        source = str(record.fields.get(self.params.source_field) or "")
+        if len(text) < self.params.min_ratio * len(source):
+            self.ctx.reject(record, "lost_content", f"{len(text)} characters for a {len(source)}-character chunk")
+            return
+        yield Record(record.id, {**record.fields, self.params.field: text}, record.meta)
 
 
 class AssembleParams(StageParams):
@@ -154,7 +148,6 @@ class AssembleParams(StageParams):
     min_kept: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
-@register
 class WrapAssemble(Stage):
     """Joins the surviving chunks of each (document, style), in order, into one text record."""
 
@@ -186,7 +179,6 @@ class MixParams(StageParams):
     synthetic_parts: float = Field(default=1.0, gt=0.0)
 
 
-@register
 class MixReal(Stage):
     """Interleaves real documents with the synthetic ones at `real_parts : synthetic_parts`; real documents
     are cycled when more are needed than there are. Output fields: text, kind ('real' or 'synthetic'), style."""

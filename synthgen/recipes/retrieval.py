@@ -7,16 +7,17 @@ The generation itself is two ordinary generate stages over `taxonomies/e5.yaml` 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from pydantic import Field
 
 from synthgen.dedup.text import normalize
-from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
+from synthgen.embedding.encoder import DEFAULT_MODEL
 from synthgen.record import Record
-from synthgen.stages.base import Filter, Stage, StageParams, register
+from synthgen.stages.base import Filter, MapStage, StageParams, WholeSetStage
 from synthgen.stages.source import Source, SourceConfig
+from synthgen.stages.spill import Spilled
 
 # task kind (last segment of the leaf path) -> (query field, positive field, negative field or None)
 TASK_FIELDS: dict[str, tuple[str, str, str | None]] = {
@@ -45,17 +46,15 @@ def task_kind(record: Record, type_field: str) -> str:
     return str(record.fields.get(type_field, "")).rsplit("/", 1)[-1]
 
 
-@register
 class E5Validate(Filter):
     """The paper's checks: every field non-empty, positive differs from negative, and the query is not a
     verbatim span of the positive."""
 
     name = "e5_validate"
     Params = TaskParams
-    reason = "invalid_example"
     params: TaskParams
 
-    def keep(self, record: Record) -> bool | str:
+    def keep(self, record: Record) -> str | None:
         kind = task_kind(record, self.params.type_field)
         if kind not in TASK_FIELDS:
             return "unknown_task_type"
@@ -71,11 +70,10 @@ class E5Validate(Filter):
             return "duplicate_sentences"
         if kind in _SPAN_CHECKED and query_text and query_text in positive_text:
             return "query_copied_from_positive"
-        return True
+        return None
 
 
-@register
-class E5Triplets(Stage):
+class E5Triplets(MapStage):
     """Maps every task kind onto {instruction, anchor, positive, negative, task_type} for contrastive training
     (sentence-transformers reads anchor/positive/negative); `negative` is null where the task has none."""
 
@@ -83,22 +81,21 @@ class E5Triplets(Stage):
     Params = TaskParams
     params: TaskParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        for record in records:
-            kind = task_kind(record, self.params.type_field)
-            if kind not in TASK_FIELDS:
-                detail = f"{self.params.type_field}={record.fields.get(self.params.type_field)!r}"
-                self.ctx.reject(record, "unknown_task_type", detail)
-                continue
-            query, positive, negative = TASK_FIELDS[kind]
-            fields = {
-                "instruction": record.fields.get("task") or SYMMETRIC_INSTRUCTIONS.get(kind, ""),
-                "anchor": record.fields[query],
-                "positive": record.fields[positive],
-                "negative": record.fields[negative] if negative else None,
-                "task_type": record.fields[self.params.type_field],
-            }
-            yield Record(record.id, fields, record.meta)
+    def map(self, record: Record) -> Iterator[Record]:
+        kind = task_kind(record, self.params.type_field)
+        if kind not in TASK_FIELDS:
+            detail = f"{self.params.type_field}={record.fields.get(self.params.type_field)!r}"
+            self.ctx.reject(record, "unknown_task_type", detail)
+            return
+        query, positive, negative = TASK_FIELDS[kind]
+        fields = {
+            "instruction": record.fields.get("task") or SYMMETRIC_INSTRUCTIONS.get(kind, ""),
+            "anchor": record.fields[query],
+            "positive": record.fields[positive],
+            "negative": record.fields[negative] if negative else None,
+            "task_type": record.fields[self.params.type_field],
+        }
+        yield Record(record.id, fields, record.meta)
 
 
 class MiningParams(StageParams):
@@ -116,8 +113,7 @@ class MiningParams(StageParams):
     batch_size: int = Field(default=64, ge=1)
 
 
-@register
-class MineHardNegatives(Stage):
+class MineHardNegatives(WholeSetStage):
     """Adds `mined_negatives` (most similar corpus texts that are not the record's own positive).
 
     False-negative guard: a candidate at least as similar to the query as the record's positive (minus
@@ -129,21 +125,27 @@ class MineHardNegatives(Stage):
     Params = MiningParams
     params: MiningParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        batch = list(records)
-        if not batch:
+    def start(self) -> None:
+        self.queries: list[str] = []
+        self.positives: list[str] = []
+
+    def see(self, batch: list[Record]) -> None:
+        self.queries.extend(str(r.fields.get(self.params.query_field) or "") for r in batch)
+        self.positives.extend(str(r.fields.get(self.params.positive_field) or "") for r in batch)
+
+    def emit(self, records: Spilled) -> Iterator[Record]:
+        if not self.queries:
             return
         p = self.params
-        corpus = list(dict.fromkeys(str(r.fields.get(p.positive_field) or "") for r in batch))
+        corpus = list(dict.fromkeys(self.positives))
         if p.corpus is not None:
             source = Source(p.corpus, self.ctx.resolve(p.corpus.path))
             corpus.extend(str(row.fields.get(p.corpus_field) or "") for row in source)
         corpus = [text for text in dict.fromkeys(corpus) if text.strip()]
-        encoder = Encoder(p.model, p.batch_size, cache_dir=self.ctx.workdir.parent if self.ctx.workdir else None)
-        queries = encoder.encode([str(r.fields.get(p.query_field) or "") for r in batch])
-        positives = encoder.encode([str(r.fields.get(p.positive_field) or "") for r in batch])
+        encoder = self.ctx.encoder(p.model, p.batch_size)
+        queries, positives = encoder.encode(self.queries), encoder.encode(self.positives)
         corpus_vectors = encoder.encode(corpus)
-        for row, record in enumerate(batch):
+        for row, record in enumerate(records):
             positive_score = float(queries[row] @ positives[row])
             scores = corpus_vectors @ queries[row]
             own = {normalize(str(record.fields.get(name) or "")) for name in (p.positive_field, p.negative_field)}

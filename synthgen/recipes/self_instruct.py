@@ -29,17 +29,15 @@ from typing import Any
 import orjson
 from pydantic import Field, model_validator
 
-from synthgen.backends.base import Completion
-from synthgen.errors import InputError, RetryableBackendError
+from synthgen.errors import InputError
 from synthgen.hashing import stable_int
-from synthgen.prompts import PromptLibrary
 from synthgen.recipes.rouge import RougePool, rouge_tokens
 from synthgen.record import Record, make_record_id
 from synthgen.rundir import write_atomic
-from synthgen.runtime import Runtime
-from synthgen.stages.base import Stage, StageContext, StageParams, register
-from synthgen.stages.generate import SamplingParams
-from synthgen.validation import InvalidOutput, OutputSchema
+from synthgen.sampling import SamplingParams
+from synthgen.stages.base import StageContext, StageParams
+from synthgen.stages.llm import Answer, Ask, LLMStage, Reading
+from synthgen.validation import OutputSchema
 
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw",
              "plot", "go to")
@@ -88,14 +86,6 @@ class Task:
     instruction: str
     is_classification: bool = False
     instances: tuple[dict[str, str], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A request that gave no usable answer: a named reason and its detail."""
-
-    reason: str
-    detail: str
 
 
 @dataclass(slots=True)
@@ -181,15 +171,14 @@ def _schema(item: str, items: dict[str, Any], most: int) -> dict[str, Any]:
     return {"type": "object", "properties": {item: array}, "required": [item], "additionalProperties": False}
 
 
-def _pair_schema(output_first: bool) -> dict[str, Any]:
-    """An instance object; property order is generation order, so the label comes first for classification."""
+def _instances_schema(output_first: bool, most: int) -> dict[str, Any]:
+    """Instance objects; property order is generation order, so the label comes first for classification."""
     keys = ["output", "input"] if output_first else ["input", "output"]
-    return {"type": "object", "properties": {key: {"type": "string"} for key in keys}, "required": keys,
-            "additionalProperties": False}
+    return _schema("instances", {"type": "object", "properties": {key: {"type": "string"} for key in keys},
+                                 "required": keys, "additionalProperties": False}, most)
 
 
-@register
-class SelfInstruct(Stage):
+class SelfInstruct(LLMStage):
     """Turns seed tasks into up to `target` new tasks with instances; see the module docstring."""
 
     name = "self_instruct"
@@ -199,15 +188,12 @@ class SelfInstruct(Stage):
 
     def __init__(self, params: SelfInstructParams, ctx: StageContext) -> None:  # type: ignore[override]
         super().__init__(params, ctx)
-        self.prompts = PromptLibrary(ctx.prompts_dir)
         self.templates = {name: f"{params.templates}/{name}.j2" for name in _STEPS}
-        for template in self.templates.values():
-            self.prompts.variables(template)  # fails early on a missing template or a syntax error
-        pairs = {name: _schema("instances", _pair_schema(name.endswith("output_first")), params.max_instances)
-                 for name in _STEPS[2:]}
-        instructions = _schema("instructions", {"type": "string", "minLength": 20}, params.instructions_per_request)
-        self.schemas = {name: OutputSchema(schema) for name, schema in
-                        {"instructions": instructions, "classify": _CLASSIFY_SCHEMA, **pairs}.items()}
+        self.check_templates(*self.templates.values())
+        schemas = (_schema("instructions", {"type": "string", "minLength": 20}, params.instructions_per_request),
+                   _CLASSIFY_SCHEMA, *(_instances_schema(first, params.max_instances) for first in (False, True)))
+        self.readings = {name: Reading(OutputSchema(schema), allow_empty=True)  # an empty answer is invalid JSON
+                         for name, schema in zip(_STEPS, schemas, strict=True)}
         sampling = (params.instruction_sampling, params.classify_sampling, params.instance_sampling, params.instance_sampling)
         self.sampling = {name: each.to_body() for name, each in zip(_STEPS, sampling, strict=True)}
         self.texts: list[str] = []  # the instructions in the ROUGE-L pool, by pool entry
@@ -295,40 +281,20 @@ class SelfInstruct(Stage):
     def _answered(self, names: list[str], candidates: list[Candidate],
                   variables: list[dict[str, Any]]) -> Iterator[tuple[Candidate, dict[str, Any]]]:
         """Send one request per candidate (concurrently); yield the parsed answers, reject the failures."""
-        runtime: Runtime = self.ctx.runtime
-        requests = [runtime.request(self.prompts.render(self.templates[name], values), self.sampling[name],
-                                    (self.ctx.seed, self.ctx.key, name, c.round, c.request, c.item), self.schemas[name].schema)
-                    for name, c, values in zip(names, candidates, variables, strict=True)]
-        outcomes = runtime.complete_all(requests, self.ctx.stats) if requests else []
-        for name, candidate, request, outcome in zip(names, candidates, requests, outcomes, strict=True):
-            step = {"stage": self.ctx.label, "template": self.templates[name], "backend": runtime.backend_kind,
-                    "model": runtime.model, "sampling": request.params, "request": request.key()}
-            if isinstance(outcome, Completion):
-                step.update(finish_reason=outcome.finish_reason, usage={
-                    "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens})
-            candidate.steps.append(step)
-            answer = _parse(outcome, self.schemas[name])
-            if isinstance(answer, Failure):
-                self._reject(candidate, answer.reason, answer.detail)
+        asks = ((c, Ask(self.templates[name], self.prompts.render(self.templates[name], values), self.sampling[name],
+                        (self.ctx.seed, self.ctx.key, name, c.round, c.request, c.item), self.readings[name]))
+                for name, c, values in zip(names, candidates, variables, strict=True))
+        for candidate, outcome in self.answers(asks):
+            candidate.steps.append(self.provenance(outcome, numbered=False))
+            if isinstance(outcome, Answer):
+                yield candidate, outcome.fields
             else:
-                yield candidate, answer
+                self._reject(candidate, outcome.reason, outcome.message)
 
-    def _meta(self, candidate: Candidate) -> dict[str, Any]:
-        return {"parents": [t.id for t in candidate.examples], "round": candidate.round, "request": candidate.request,
-                "steps": candidate.steps}
+    def _meta(self, c: Candidate) -> dict[str, Any]:
+        return {"parents": [t.id for t in c.examples], "round": c.round, "request": c.request, "steps": c.steps}
 
     def _reject(self, candidate: Candidate, reason: str, detail: str) -> None:
         fields = {"instruction": candidate.instruction} if candidate.instruction else {}
         self.ctx.reject(Record(candidate.id, fields, self._meta(candidate)), reason, detail)
 
-
-def _parse(outcome: Completion | RetryableBackendError, schema: OutputSchema) -> dict[str, Any] | Failure:
-    """The validated answer of a request, or why there is none (the raw text kept in the detail)."""
-    if isinstance(outcome, RetryableBackendError):
-        return Failure(f"backend_{outcome.cause}", str(outcome))
-    if outcome.finish_reason == "length":
-        return Failure("truncated", f"finish_reason=length; raw: {outcome.text}")
-    try:
-        return schema.parse(outcome.text)
-    except InvalidOutput as exc:
-        return Failure(exc.reason, f"{exc.detail}; raw: {outcome.text}")

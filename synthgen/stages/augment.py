@@ -28,8 +28,8 @@ from synthgen.hashing import stable_int
 from synthgen.prompts import PromptLibrary
 from synthgen.record import Record, make_record_id
 from synthgen.runtime import Runtime
-from synthgen.stages.base import Stage, StageParams, register
-from synthgen.stages.generate import SamplingParams
+from synthgen.sampling import SamplingParams
+from synthgen.stages.base import Stage, StageParams
 
 ALPHA = {"mixup": (0.2, 0.8), "extrapolate": (1.2, 1.5)}
 
@@ -69,7 +69,6 @@ class Plan:
     labels: dict[str, float] = field(default_factory=dict)
 
 
-@register
 class EmbeddingAugment(Stage):
     """New records made by moving embeddings, realised as text and verified to land where aimed."""
 
@@ -85,7 +84,7 @@ class EmbeddingAugment(Stage):
         if len(rows) < 2:
             return
         p = self.params
-        encoder = Encoder(p.model, cache_dir=self.ctx.workdir.parent if self.ctx.workdir else None)
+        encoder = self.ctx.encoder(p.model)
         texts = [str(r.fields.get(p.text_field) or "") for r in rows]
         vectors = encoder.encode(texts)
         labels = np.array([str(r.fields.get(p.label_field)) for r in rows]) if p.label_field else None

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from synthgen.config import StrictModel
+from synthgen.hashing import stable_int
 from synthgen.record import Record
+from synthgen.stages.spill import Spilled, spilled
 from synthgen.stats import RunStats
 
+if TYPE_CHECKING:
+    from synthgen.embedding.encoder import Encoder
+    from synthgen.runtime import Runtime
+
 RejectSink = Callable[[Record, str, str | None], None]
+Prompt = tuple[str, list[dict[str, str]]]  # (taxonomy leaf path, chat messages)
 
 
 class StageParams(StrictModel):
@@ -29,12 +37,21 @@ def discard_rejects(record: Record, reason: str, detail: str | None) -> None:
     """The reject sink of dry runs."""
 
 
+@dataclass(frozen=True)
+class RunPaths:
+    """The parts of the run directory a stage may use: stages get paths from here, never by walking the tree."""
+
+    run: Path  # the run directory: its embeddings.sqlite is the embedding cache
+    stages: Path  # checkpoints/: the stages' own files (spills, indexes, summaries)
+    recipe: Path  # the run's frozen recipe, until it is committed as recipe.yaml
+
+
 @dataclass
 class StageContext:
-    """What a stage may use besides its parameters. `runtime` holds the backend services and `workdir` a
-    folder for the stage's own files (both None in dry runs). `label` (`02-generate`) names its files and
-    counters; `key` (`generate`, `generate.2` for the second of its kind) is what seeds and record ids derive
-    from, so inserting or removing another kind of stage changes no request and no id."""
+    """What a stage may use besides its parameters. `runtime` holds the backend services, `run_paths` the run
+    directory's parts and `workdir` a folder for the stage's own files (all None in dry runs). `label`
+    (`02-generate`) names its files and counters; `key` (`generate`, `generate.2` for the second of its kind) is
+    what seeds and record ids derive from, so inserting or removing another kind of stage changes no request and no id."""
 
     label: str
     index: int
@@ -44,12 +61,21 @@ class StageContext:
     resolve: Callable[[str], Path]
     stats: RunStats = field(default_factory=RunStats)
     reject: RejectSink = discard_rejects
-    runtime: Any = None
+    runtime: Runtime | None = None
     workdir: Path | None = None
     key: str = ""
+    run_paths: RunPaths | None = None
 
     def __post_init__(self) -> None:
         self.key = self.key or self.label
+        if self.workdir is None and self.run_paths is not None:
+            self.workdir = self.run_paths.stages
+
+    def encoder(self, model: str, batch_size: int = 64) -> Encoder:
+        """A sentence encoder over the run's embedding cache (no cache outside a run directory)."""
+        from synthgen.embedding.encoder import Encoder
+
+        return Encoder(model, batch_size, cache_dir=self.run_paths.run if self.run_paths else None)
 
 
 class Stage(ABC):
@@ -60,6 +86,8 @@ class Stage(ABC):
     predictable: ClassVar[bool] = True  # False: its requests or output count depend on model outputs (loops, fan-outs)
     is_source: ClassVar[bool] = False  # True: makes its records from its parameters alone (a first stage, no input)
     row_wise: ClassVar[bool] = False  # True: a record's output depends on that record alone (runs on any split of the input)
+    makes_requests: ClassVar[bool] = False  # True: calls the backend (an engine gives its workers one each)
+    distributed_form: ClassVar[str | None] = None  # the name of its whole-input form on an engine (e.g. `minhash_dedup`)
 
     def __init__(self, params: StageParams, ctx: StageContext) -> None:
         self.params = params
@@ -69,24 +97,94 @@ class Stage(ABC):
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         """Consume records, yield records (zero, one or many per input)."""
 
+    def rng(self, record: Record, *parts: Any) -> random.Random:
+        """A generator seeded by the run's seed, this stage's key, the record's id and `parts`."""
+        return random.Random(stable_int(self.ctx.seed, self.ctx.key, record.id, *parts))
 
-class Filter(Stage):
-    """A stage that keeps or drops each record; drops go to rejects with a named reason."""
+    @classmethod
+    def draw_count(cls, params: StageParams) -> int | None:
+        """How many records the stage makes from nothing under `params` (its draws, as a first stage), or None."""
+        return None
 
-    reason: ClassVar[str]
+    def take_draws(self, draws: range) -> None:
+        """Make only `draws` of its records (an engine's share for one worker); for stages with a `draw_count`."""
+        raise TypeError(f"{self.ctx.label} makes no records from nothing")
+
+    def planned_requests(self, inputs: int) -> int | None:
+        """Requests this stage makes for `inputs` records, assuming nothing is dropped (None: not known before)."""
+        return 0 if not self.makes_requests else None
+
+    def rendered_prompts(self, records: Iterable[Record]) -> Iterator[Prompt] | None:
+        """Every prompt it would send for `records`, rendered without a backend (None: it renders none ahead)."""
+        return None
+
+    def max_output_tokens(self) -> int | None:
+        """The bound on each completion's tokens, when the stage sets one."""
+        return None
+
+    def outputs(self, inputs: int) -> int:
+        """Records this stage yields for `inputs` records when it drops nothing (for the next stage's plan)."""
+        return inputs
+
+    def embedded_texts(self) -> tuple[str, int, list[str]] | None:
+        """(model, batch size, fields) when the stage first embeds every record's joined `fields`: an engine may
+        compute those vectors ahead, into the run's embedding cache."""
+        return None
+
+
+class MapStage(Stage):
+    """Row-wise: one record in, zero or more out, each depending on that record alone; the base owns the loop."""
+
     row_wise = True
 
     @abstractmethod
-    def keep(self, record: Record) -> bool | str:
-        """True keeps the record; False drops it with `reason`; a string drops it with that reason."""
+    def map(self, record: Record) -> Iterable[Record]:
+        """The records made from `record` (rejects go to `self.ctx.reject`)."""
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         for record in records:
-            verdict = self.keep(record)
-            if verdict is True:
-                yield record
-            else:
-                self.ctx.reject(record, verdict if isinstance(verdict, str) else self.reason, None)
+            yield from self.map(record)
+
+
+class Filter(MapStage):
+    """A stage that keeps or drops each record; every drop goes to rejects with its named reason."""
+
+    @abstractmethod
+    def keep(self, record: Record) -> str | None:
+        """None keeps the record; a reason drops it."""
+
+    def map(self, record: Record) -> Iterator[Record]:
+        reason = self.keep(record)
+        if reason is None:
+            yield record
+        else:
+            self.ctx.reject(record, reason, None)
+
+
+class WholeSetStage(Stage):
+    """Needs every record before it decides: the base spills the input to Parquet in the stage's folder, showing
+    each chunk to `see` on the way (embed it, sketch it), then `emit` streams the output from the spilled input."""
+
+    chunk: ClassVar[int] = 4096  # records per spilled row group and per `see` call
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        self.start()
+        with spilled(self.prepare(records), self.ctx.workdir, self.chunk, self.see) as replay:
+            yield from self.emit(replay)
+
+    def prepare(self, records: Iterable[Record]) -> Iterable[Record]:
+        """The input as spilled (a stage checks its fields here)."""
+        return records
+
+    def start(self) -> None:
+        """Reset what `see` gathers (a stage object may run more than once)."""
+
+    def see(self, batch: list[Record]) -> None:
+        """Look at one chunk of the input while it is spilled."""
+
+    @abstractmethod
+    def emit(self, records: Spilled) -> Iterator[Record]:
+        """The output, given the whole input again (each iteration replays it in order)."""
 
 
 StageExecutor = Callable[[Stage, Iterable[Record], str], Iterable[Record]]  # (stage, its input, its fingerprint)
@@ -95,12 +193,3 @@ StageExecutor = Callable[[Stage, Iterable[Record], str], Iterable[Record]]  # (s
 def run_locally(stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterable[Record]:
     """The local engine: the stage runs in this process over the stream."""
     return stage.run(records)
-
-
-STAGES: dict[str, type[Stage]] = {}
-
-
-def register(cls: type[Stage]) -> type[Stage]:
-    """Add a stage class to the registry under its `name` (built-ins register the same way as plugins)."""
-    STAGES[cls.name] = cls
-    return cls

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
@@ -35,8 +34,9 @@ from synthgen.dedup.text import field_text, normalize
 from synthgen.errors import ConfigError
 from synthgen.fields import stage_fields
 from synthgen.record import Record
-from synthgen.stages.base import Stage, StageContext, StageParams, register
+from synthgen.stages.base import Stage, StageContext, StageParams
 from synthgen.stages.source import Source, SourceConfig
+from synthgen.stages.spill import spilled
 
 PRESETS: dict[str, tuple[Literal["word", "char"], int]] = {"short": ("char", 5), "document": ("word", 5)}
 
@@ -59,11 +59,11 @@ class ExactDedupParams(StageParams):
     fields: list[str] = Field(default_factory=lambda: ["text"], min_length=1)
 
 
-@register
 class ExactDedup(Stage):
     """Drops records whose normalised text (NFKC, case-folded, punctuation and spaces collapsed) was seen."""
 
     name = "exact_dedup"
+    distributed_form = "exact_dedup"
     Params = ExactDedupParams
     params: ExactDedupParams
 
@@ -116,11 +116,11 @@ def keep_priority(params: MinHashDedupParams, record: Record) -> float:
     return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
-@register
 class MinHashDedup(Stage):
     """Drops records whose MinHash-LSH candidates include a verified near duplicate (or an eval-set item)."""
 
     name = "minhash_dedup"
+    distributed_form = "minhash_dedup"
     Params = MinHashDedupParams
     params: MinHashDedupParams
 
@@ -154,18 +154,18 @@ class MinHashDedup(Stage):
                     reject_duplicate(self.ctx, record, *verdict)
 
     def _ranked(self, records: Iterable[Record]) -> Iterator[Record]:
-        with tempfile.TemporaryFile(dir=self.ctx.workdir) as spill:
-            ranked: list[tuple[float, int, str, Sketches, int]] = []
-            for batch, sketches in self._sketched(records):
-                for i, record in enumerate(batch):
-                    spill.write(record.to_json() + b"\n")
-                    ranked.append((-keep_priority(self.params, record), len(ranked), record.id, sketches, i))
+        ranked: list[tuple[float, int, str, Sketches, int]] = []
+
+        def see(batch: list[Record]) -> None:
+            sketches = self._sketch(batch)
+            for i, record in enumerate(batch):
+                ranked.append((-keep_priority(self.params, record), len(ranked), record.id, sketches, i))
+
+        with spilled(records, self.ctx.workdir, self.params.batch_size, see) as replay:
             ranked.sort(key=lambda entry: entry[:2])
             verdicts = {position: self._verdict(key, sketches, i) for _, position, key, sketches, i in ranked}
-            del ranked
-            spill.seek(0)
-            for position, line in enumerate(spill):
-                record = Record.from_json(line)
+            del ranked[:]
+            for position, record in enumerate(replay):
                 verdict = verdicts[position]
                 if verdict is None:
                     yield record
@@ -188,8 +188,10 @@ class MinHashDedup(Stage):
     def _sketched(self, records: Iterable[Record]) -> Iterator[tuple[list[Record], Sketches]]:
         iterator = iter(records)
         while batch := list(islice(iterator, self.params.batch_size)):
-            texts = [field_text(r.fields, self.params.fields) for r in batch]
-            yield batch, self.hasher.sketch(texts)
+            yield batch, self._sketch(batch)
+
+    def _sketch(self, batch: list[Record]) -> Sketches:
+        return self.hasher.sketch([field_text(r.fields, self.params.fields) for r in batch])
 
     def _new_index(self, threshold: float) -> NearDuplicateIndex:
         return NearDuplicateIndex(threshold, self.params.num_perm, self.params.seed, self.params.verify)

@@ -16,11 +16,11 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 from pydantic import Field
 
-from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
+from synthgen.embedding.encoder import DEFAULT_MODEL
 from synthgen.fields import stage_fields
-from synthgen.hashing import stable_int
 from synthgen.record import Record, make_record_id
-from synthgen.stages.base import Stage, StageParams, register
+from synthgen.stages.base import StageParams, WholeSetStage
+from synthgen.stages.spill import Spilled
 from synthgen.stopwords import STOP_WORDS
 
 _WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*$")
@@ -74,33 +74,40 @@ class EdaParams(StageParams):
     keep_input: bool = True
 
 
-@register
-class Eda(Stage):
+class Eda(WholeSetStage):
     """Adds EDA variants of every input (other fields, e.g. the label, copied); needs all inputs for synonyms."""
 
     name = "eda"
     Params = EdaParams
     params: EdaParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+    def start(self) -> None:
+        self.vocabulary: set[str] = set()
+
+    def prepare(self, records: Iterable[Record]) -> Iterable[Record]:
+        return stage_fields(records, self, "field")
+
+    def see(self, batch: list[Record]) -> None:
+        words = (w for r in batch for w in str(r.fields.get(self.params.field) or "").split())
+        self.vocabulary.update(w.lower() for w in words if _WORD.match(w) and w.lower() not in STOP_WORDS)
+
+    def emit(self, records: Spilled) -> Iterator[Record]:
         p = self.params
-        rows = list(stage_fields(records, self, "field"))
-        texts = [str(r.fields.get(p.field) or "") for r in rows]
-        vocabulary = sorted({w.lower() for t in texts for w in t.split() if _WORD.match(w) and w.lower() not in STOP_WORDS})
+        vocabulary = sorted(self.vocabulary)
         synonyms: dict[str, list[str]] = {}
         if p.synonym_replacement or p.random_insertion:
-            encoder = Encoder(p.model, cache_dir=self.ctx.workdir.parent if self.ctx.workdir else None)
+            encoder = self.ctx.encoder(p.model)
             synonyms = synonym_table(vocabulary, encoder.encode(vocabulary), p.min_similarity) if vocabulary else {}
-        for record, text in zip(rows, texts, strict=True):
+        for record in records:
             if p.keep_input:
                 yield record
-            words = text.split()
+            words = str(record.fields.get(p.field) or "").split()
             if not words:
                 continue
             for operation in OPERATIONS:
                 rate = getattr(p, operation)
                 for copy in range(p.per_operation if rate > 0 else 0):
-                    rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, record.id, operation, copy))
+                    rng = self.rng(record, operation, copy)
                     fields = {**record.fields, p.field: " ".join(augment(words, operation, rate, synonyms, rng)),
                               "operation": operation}
                     yield Record(make_record_id(record.id, self.ctx.key, operation, copy), fields,

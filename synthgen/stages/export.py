@@ -14,7 +14,8 @@ from synthgen.export import ExportConfig, ExportResult, export_records
 from synthgen.fields import require_fields, stage_fields
 from synthgen.record import Record
 from synthgen.rundir import RunDir, is_own_name, refuse_run_files
-from synthgen.stages.base import Stage, StageParams, register
+from synthgen.stages.base import StageParams, WholeSetStage
+from synthgen.stages.spill import Spilled
 
 
 class ExportParams(ExportConfig, StageParams):
@@ -33,28 +34,28 @@ class ExportParams(ExportConfig, StageParams):
         return out
 
 
-@register
-class Export(Stage):
+class Export(WholeSetStage):
     """Passes records through and, once they are all seen, writes them in the chosen layout with a card."""
 
     name = "export"
     Params = ExportParams
     params: ExportParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        kept: list[Record] = []
-        for record in stage_fields(records, self, "fields"):
-            kept.append(record)
-            yield record
-        if self.ctx.workdir is None:
+    def prepare(self, records: Iterable[Record]) -> Iterable[Record]:
+        return stage_fields(records, self, "fields")
+
+    def emit(self, records: Spilled) -> Iterator[Record]:
+        yield from records
+        paths = self.ctx.run_paths
+        if paths is None:
             return
-        run_dir = RunDir(self.ctx.workdir.parent)
+        run_dir = RunDir(paths.run)
         out = run_dir.path / self.params.out
         refuse_run_files(run_dir.path, out)
-        recipe_text = run_dir.pending_recipe_path.read_text(encoding="utf-8")  # recipe.yaml once the run succeeds
+        recipe_text = paths.recipe.read_text(encoding="utf-8")  # recipe.yaml once the run succeeds
         stats = self.ctx.stats.plus(run_dir.read_state().get("totals", {})).to_dict()  # as stats.json will say
         config = ExportConfig.model_validate(self.params.model_dump(exclude={"out"}))
-        export_records(kept, config, out, lambda result: dataset_card(recipe_text, stats, config, result))
+        export_records(records, config, out, lambda result: dataset_card(recipe_text, stats, config, result))
 
 
 def export_run(run_dir: Path, config: ExportConfig, out: Path | None = None) -> ExportResult:

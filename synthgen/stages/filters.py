@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from pydantic import Field
 
 from synthgen.record import Record
-from synthgen.stages.base import Filter, StageParams, register
+from synthgen.stages.base import Filter, StageParams
 
 
 class LengthParams(StageParams):
@@ -18,16 +16,14 @@ class LengthParams(StageParams):
     max_chars: int | None = Field(default=None, ge=1)
 
 
-@register
 class LengthFilter(Filter):
     """Drops records whose `field` is missing, too short or too long."""
 
     name = "length_filter"
     Params = LengthParams
-    reason: ClassVar[str] = "length"
     params: LengthParams
 
-    def keep(self, record: Record) -> bool | str:
+    def keep(self, record: Record) -> str | None:
         value = record.fields.get(self.params.field)
         if not isinstance(value, str):
             return f"missing_field:{self.params.field}"
@@ -36,4 +32,4 @@ class LengthFilter(Filter):
             return "too_short"
         if self.params.max_chars is not None and length > self.params.max_chars:
             return "too_long"
-        return True
+        return None

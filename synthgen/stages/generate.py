@@ -1,47 +1,26 @@
-"""The generate stage: sample taxonomy leaves, render prompts, call the backend, keep completions with provenance.
+"""The generate stage: sample taxonomy leaves, render prompts, keep the completions with provenance.
 
-Requests stream through `Runtime.stream`'s sliding window: they finish in any order and a slow one never holds
-back those behind it, while records come out in input order, so a resumed run writes the same dataset.
+An LLM stage (`synthgen.stages.llm`): its asks stream through the runtime's sliding window, finish in any order
+and come out in input order, so a resumed run writes the same dataset.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Iterable, Iterator
-from contextlib import closing
 from dataclasses import dataclass
 from typing import Any, cast
 
 from pydantic import Field, model_validator
 
-from synthgen.errors import ConfigError, InputError, RetryableBackendError, TemplateError
+from synthgen.errors import InputError, TemplateError
 from synthgen.hashing import stable_int
-from synthgen.prompts import PromptLibrary
 from synthgen.record import Record, make_record_id
-from synthgen.runtime import Runtime
-from synthgen.stages.base import Stage, StageContext, StageParams, register
+from synthgen.sampling import SamplingParams
+from synthgen.stages.base import Prompt, StageContext, StageParams
+from synthgen.stages.llm import Answer, Ask, Failure, LLMStage, Reading
 from synthgen.taxonomy import Leaf, Taxonomy
-from synthgen.validation import InvalidOutput, OutputSchema
-
-
-class SamplingParams(StageParams):
-    """Sampling parameters sent with each request; `extra` passes server-specific ones through as-is."""
-
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    stop: list[str] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    def to_body(self) -> dict[str, Any]:
-        """The non-empty parameters as request-body keys."""
-        body = self.model_dump(exclude_none=True, exclude={"extra"})
-        return {**body, **self.extra}
+from synthgen.validation import OutputSchema
 
 
 class GenerateParams(StageParams):
@@ -87,18 +66,7 @@ class Job:
     sample: int
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """A job that produced no usable completion."""
-
-    job: Job
-    reason: str
-    detail: str
-    raw: str | None
-
-
-@register
-class Generate(Stage):
+class Generate(LLMStage):
     """Turns each input record (or each of `count` draws) into `n` completions."""
 
     name = "generate"
@@ -109,41 +77,39 @@ class Generate(Stage):
     def __init__(self, params: GenerateParams, ctx: StageContext) -> None:  # type: ignore[override]
         super().__init__(params, ctx)
         self.draws = range(params.count or 0)  # with `count`: the draws to make (an engine may give a worker a slice)
-        source = str(ctx.recipe_path)
-        field = f"stages[{ctx.index}].generate"
-        self.prompts = PromptLibrary(ctx.prompts_dir)
         if params.taxonomy:
-            self.taxonomy = Taxonomy.load(ctx.resolve(params.taxonomy))
-            if params.taxonomy_branch:
-                try:
-                    self.taxonomy = self.taxonomy.branch(params.taxonomy_branch)
-                except KeyError:
-                    raise ConfigError(source, f"{field}.taxonomy_branch",
-                                      f"no leaves under {params.taxonomy_branch!r} in {params.taxonomy}") from None
+            self.taxonomy = self.load_taxonomy(params.taxonomy, params.taxonomy_branch)
         else:
             self.taxonomy = Taxonomy.single(cast(str, params.template))  # the params' validator asks for one of the two
-        self.leaf_sampling, self.templates = {}, {}
-        for leaf in self.taxonomy.leaves:
-            template = (leaf.template if params.leaf_templates else None) or params.template
-            if template is None:
-                raise ConfigError(self.taxonomy.source, leaf.path, "leaf has no template and the stage sets none")
-            self.templates[leaf.path] = template
-            self.prompts.variables(template)  # fails early on a missing template or a syntax error
-            try:
-                merged = SamplingParams.model_validate({**params.sampling.model_dump(exclude_none=True), **leaf.sampling})
-            except ValueError as exc:
-                raise ConfigError(self.taxonomy.source, f"{leaf.path}.sampling", str(exc)) from None
-            self.leaf_sampling[leaf.path] = merged.to_body()
-        stage_schema: OutputSchema | None = None
-        if params.json_schema is not None:
-            stage_schema = OutputSchema.from_inline(params.json_schema, source, f"{field}.schema")
-        elif params.schema_model:
-            stage_schema = OutputSchema.from_model(params.schema_model, source, f"{field}.schema_model")
+        self.templates, self.leaf_sampling = self.leaf_setup(self.taxonomy, params.sampling, params.template,
+                                                             params.leaf_templates)
+        stage_schema = self.output_schema(params.json_schema, params.schema_model)
         self.schemas = {  # a leaf's own schema (taxonomy `schema:`) wins over the stage's
             leaf.path: OutputSchema.from_inline(leaf.schema, self.taxonomy.source, f"{leaf.path}.schema")
             if leaf.schema is not None and params.leaf_templates else stage_schema
             for leaf in self.taxonomy.leaves
         }
+        self.readings = {path: Reading(schema, params.output, params.max_retries, params.allow_truncated)
+                         for path, schema in self.schemas.items()}
+
+    @classmethod
+    def draw_count(cls, params: StageParams) -> int | None:
+        return cast(GenerateParams, params).count
+
+    def take_draws(self, draws: range) -> None:
+        self.draws = draws
+
+    def planned_requests(self, inputs: int) -> int:
+        return (self.params.count or inputs or 0) * self.params.n
+
+    def outputs(self, inputs: int) -> int:
+        return self.planned_requests(inputs)
+
+    def rendered_prompts(self, records: Iterable[Record]) -> Iterator[Prompt]:
+        return ((job.leaf.path, job.messages) for job in self.jobs(records))
+
+    def max_output_tokens(self) -> int | None:
+        return self.params.sampling.max_tokens
 
     def jobs(self, records: Iterable[Record]) -> Iterator[Job]:
         """Every request this stage will make for `records`, rendered; needs no backend."""
@@ -176,61 +142,24 @@ class Generate(Stage):
             raise InputError(where, None, f"field {self.params.leaf_field}={wanted!r} names no leaf of {self.taxonomy.source}; "
                                           f"leaves: {[leaf.path for leaf in self.taxonomy.leaves]}") from None
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        runtime: Runtime = self.ctx.runtime
-        work = (self._produce(job, runtime) for job in self.jobs(records))
-        with closing(runtime.stream(work, self.ctx.stats)) as outcomes:  # closed: unfinished requests are cancelled
-            for outcome in outcomes:
-                yield from self._emit(outcome)
+    def asks(self, records: Iterable[Record]) -> Iterator[tuple[Job, Ask]]:
+        for job in self.jobs(records):
+            seed_parts = (self.ctx.seed, self.ctx.key, job.origin)
+            yield job, Ask(job.template, job.messages, job.sampling, seed_parts, self.readings[job.leaf.path], job.sample)
 
-    def _emit(self, outcome: Record | Rejection) -> Iterator[Record]:
-        if isinstance(outcome, Record):
-            yield outcome
-            return
-        job = outcome.job
+    def build(self, job: Job, answer: Answer) -> Record:
+        step = self.provenance(answer, leaf=job.leaf.path, placeholders=job.placeholders)
+        base = dict(job.parent.fields) if job.parent and self.params.keep_input else {}
+        if self.params.leaf_field:
+            base[self.params.leaf_field] = job.leaf.path
+        meta = dict(job.parent.meta) if job.parent else {}
+        meta["parents"] = self._parents(job)
+        meta["steps"] = [*meta.get("steps", []), step]
+        return Record(self._record_id(job), {**base, **answer.fields}, meta)
+
+    def rejected(self, job: Job, failure: Failure) -> Record:
         fields = dict(job.parent.fields) if job.parent else {}
-        rejected = Record(self._record_id(job), fields, {"parents": self._parents(job), "leaf": job.leaf.path})
-        detail = outcome.detail if outcome.raw is None else f"{outcome.detail}; raw: {outcome.raw}"
-        self.ctx.reject(rejected, outcome.reason, detail)
-
-    async def _produce(self, job: Job, runtime: Runtime) -> Record | Rejection:
-        output_schema = self.schemas[job.leaf.path]
-        schema = output_schema.schema if output_schema else None
-        failure: Rejection | None = None
-        for attempt in range(self.params.max_retries + 1):
-            self.ctx.stats.reasks += attempt > 0
-            request = runtime.request(job.messages, job.sampling, (self.ctx.seed, self.ctx.key, job.origin), schema,
-                                      job.sample, attempt)
-            try:
-                completion = await runtime.backend.complete(request)
-            except RetryableBackendError as exc:
-                return Rejection(job, f"backend_{exc.cause}", str(exc), None)
-            if completion.finish_reason == "length" and not self.params.allow_truncated:
-                failure = Rejection(job, "truncated", "finish_reason=length", completion.text)
-                continue
-            if not completion.text.strip():  # a server that answers nothing: never an empty record
-                failure = Rejection(job, "empty_output", f"finish_reason={completion.finish_reason}", completion.text)
-                continue
-            try:
-                fields = output_schema.parse(completion.text) if output_schema else {self.params.output: completion.text}
-            except InvalidOutput as exc:
-                failure = Rejection(job, exc.reason, exc.detail, completion.text)
-                continue
-            step = {
-                "stage": self.ctx.label, "template": job.template, "leaf": job.leaf.path,
-                "placeholders": job.placeholders, "backend": runtime.backend_kind, "model": runtime.model,
-                "sampling": request.params, "sample": job.sample, "attempt": attempt, "request": request.key(),
-                "finish_reason": completion.finish_reason,
-                "usage": {"prompt_tokens": completion.prompt_tokens, "completion_tokens": completion.completion_tokens},
-            }
-            base = dict(job.parent.fields) if job.parent and self.params.keep_input else {}
-            if self.params.leaf_field:
-                base[self.params.leaf_field] = job.leaf.path
-            meta = dict(job.parent.meta) if job.parent else {}
-            meta["parents"] = self._parents(job)
-            meta["steps"] = [*meta.get("steps", []), step]
-            return Record(self._record_id(job), {**base, **fields}, meta)
-        return cast(Rejection, failure)  # every attempt (at least one) either returned or set `failure`
+        return Record(self._record_id(job), fields, {"parents": self._parents(job), "leaf": job.leaf.path})
 
     def _record_id(self, job: Job) -> str:
         return make_record_id(job.origin, self.ctx.key, job.sample)

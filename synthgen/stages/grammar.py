@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterable, Iterator
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from pydantic import Field, field_validator, model_validator
 
@@ -26,7 +26,7 @@ from synthgen.config import StrictModel
 from synthgen.errors import ConfigError
 from synthgen.hashing import stable_int
 from synthgen.record import Record, make_record_id
-from synthgen.stages.base import Stage, StageParams, register
+from synthgen.stages.base import Stage, StageParams
 
 _SLOT = re.compile(r"\{(\w+)\}")
 
@@ -79,7 +79,6 @@ def expand(rules: dict[str, list[Alternative]], symbol: str, rng: random.Random,
     return _SLOT.sub(lambda match: expand(rules, match.group(1), rng, max_depth, depth + 1), chosen.text)
 
 
-@register
 class GrammarSource(Stage):
     """`count` records whose `field` is a string of the grammar (a first stage: it needs no input)."""
 
@@ -87,6 +86,10 @@ class GrammarSource(Stage):
     Params = GrammarParams
     params: GrammarParams
     is_source: ClassVar[bool] = True
+
+    @classmethod
+    def draw_count(cls, params: StageParams) -> int | None:
+        return cast(GrammarParams, params).count
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         p = self.params

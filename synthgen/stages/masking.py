@@ -16,9 +16,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from synthgen.hashing import stable_int
 from synthgen.record import Record
-from synthgen.stages.base import Stage, StageParams, register
+from synthgen.stages.base import MapStage, StageParams
 
 PiiKind = Literal["email", "url", "ip", "card", "phone"]
 PATTERNS: dict[str, re.Pattern[str]] = {  # applied in this order: a URL's digits are never read as a phone number
@@ -71,23 +70,20 @@ class MaskParams(StageParams):
     kinds: list[PiiKind] = Field(default_factory=lambda: list(PATTERNS))  # type: ignore[arg-type]
 
 
-@register
-class MaskPii(Stage):
+class MaskPii(MapStage):
     """Replaces PII by typed placeholders in place; `meta.masked` counts what was replaced."""
 
     name = "mask_pii"
-    row_wise = True
     Params = MaskParams
     params: MaskParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        for record in records:
-            fields, total = dict(record.fields), Counter[str]()
-            for name in self.params.fields:
-                if isinstance(fields.get(name), str):
-                    fields[name], counts = mask_pii(fields[name], self.params.kinds)
-                    total.update(counts)
-            yield Record(record.id, fields, {**record.meta, "masked": dict(total)})
+    def map(self, record: Record) -> Iterator[Record]:
+        fields, total = dict(record.fields), Counter[str]()
+        for name in self.params.fields:
+            if isinstance(fields.get(name), str):
+                fields[name], counts = mask_pii(fields[name], self.params.kinds)
+                total.update(counts)
+        yield Record(record.id, fields, {**record.meta, "masked": dict(total)})
 
 
 def perturb_numbers(text: str, rng: random.Random, relative: float, days: int, rate: float) -> str:
@@ -120,22 +116,18 @@ class PerturbParams(StageParams):
     rate: float = Field(default=1.0, ge=0, le=1)
 
 
-@register
-class PerturbNumbers(Stage):
+class PerturbNumbers(MapStage):
     """Numeric and date perturbation within configured bounds, seeded per record."""
 
     name = "perturb_numbers"
-    row_wise = True
     Params = PerturbParams
     params: PerturbParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        p = self.params
-        for record in records:
-            rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, record.id))
-            fields = {k: perturb_numbers(v, rng, p.relative, p.days, p.rate) if k in p.fields and isinstance(v, str) else v
-                      for k, v in record.fields.items()}
-            yield Record(record.id, fields, record.meta)
+    def map(self, record: Record) -> Iterator[Record]:
+        p, rng = self.params, self.rng(record)
+        fields = {k: perturb_numbers(v, rng, p.relative, p.days, p.rate) if k in p.fields and isinstance(v, str) else v
+                  for k, v in record.fields.items()}
+        yield Record(record.id, fields, record.meta)
 
 
 class TokenMaskParams(StageParams):
@@ -148,20 +140,17 @@ class TokenMaskParams(StageParams):
     mask: str = "[MASK]"
 
 
-@register
-class MaskTokens(Stage):
+class MaskTokens(MapStage):
     """Infilling data: the original stays in `field`, the masked or corrupted copy goes to `into`."""
 
     name = "mask_tokens"
-    row_wise = True
     Params = TokenMaskParams
     params: TokenMaskParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+    def map(self, record: Record) -> Iterator[Record]:
         p = self.params
-        for record in records:
-            words = str(record.fields.get(p.field) or "").split()
-            rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, record.id))
-            chosen = set(rng.sample(range(len(words)), round(p.rate * len(words)))) if words else set()
-            out = [(p.mask if p.mode == "mask" else rng.choice(words)) if i in chosen else w for i, w in enumerate(words)]
-            yield Record(record.id, {**record.fields, p.into: " ".join(out)}, {**record.meta, "masked_positions": sorted(chosen)})
+        words = str(record.fields.get(p.field) or "").split()
+        rng = self.rng(record)
+        chosen = set(rng.sample(range(len(words)), round(p.rate * len(words)))) if words else set()
+        out = [(p.mask if p.mode == "mask" else rng.choice(words)) if i in chosen else w for i, w in enumerate(words)]
+        yield Record(record.id, {**record.fields, p.into: " ".join(out)}, {**record.meta, "masked_positions": sorted(chosen)})

@@ -1,17 +1,15 @@
 """Embedding stages: semantic dedup (SemDeDup's rule) and diversity selection of k of N, each measuring the
 set's diversity before and after itself in `stats.metrics[<stage label>]`.
 
-Both need every record before they decide: records are spilled to a temporary file in the run directory
-while their texts are embedded in chunks, so only the vectors (n x 384 float32 for MiniLM: ~1.5 KB per
+Both need every record before they decide (whole-set stages): records are spilled to Parquet in the run
+directory while their texts are embedded in chunks, so only the vectors (n x 384 float32 for MiniLM: ~1.5 KB per
 record) and ids stay in memory; the survivors are then read back and emitted in input order.
 """
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
-from typing import IO, Any, Literal
+from collections.abc import Iterable, Iterator
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
@@ -23,10 +21,9 @@ from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
 from synthgen.errors import ConfigError
 from synthgen.fields import stage_fields
 from synthgen.record import Record
-from synthgen.stages.base import Stage, StageParams, register
+from synthgen.stages.base import StageParams, WholeSetStage
 from synthgen.stages.dedup import reject_duplicate
-
-_CHUNK = 4096  # texts per encode call while spilling
+from synthgen.stages.spill import Spilled
 
 
 class EmbeddingParams(StageParams):
@@ -37,35 +34,31 @@ class EmbeddingParams(StageParams):
     batch_size: int = Field(default=64, ge=1)
 
 
-class EmbeddingStage(Stage):
-    """Base of the stages that need every record's embedding: spill, embed, decide, replay."""
+class EmbeddingStage(WholeSetStage):
+    """Base of the stages that need every record's embedding: each spilled chunk is embedded on the way, then
+    the stage decides over `vectors()` and `ids`."""
 
     params: EmbeddingParams
 
-    def embed(self, records: Iterable[Record], spill: IO[bytes],
-              visit: Callable[[Record], None] | None = None) -> tuple[np.ndarray, list[str]]:
-        """Write each record to `spill` (calling `visit` on it) and return the (n, d) unit vectors and ids."""
-        encoder: Encoder | None = None
-        chunks: list[np.ndarray] = []
-        ids: list[str] = []
-        iterator = stage_fields(records, self, "fields")
-        while batch := list(islice(iterator, _CHUNK)):
-            for record in batch:
-                spill.write(record.to_json() + b"\n")
-                ids.append(record.id)
-                if visit is not None:
-                    visit(record)
-            cache = self.ctx.workdir.parent if self.ctx.workdir else None  # the run directory's embeddings.sqlite
-            encoder = encoder or Encoder(self.params.model, self.params.batch_size, cache_dir=cache)
-            chunks.append(encoder.encode([field_text(r.fields, self.params.fields) for r in batch]))
-        return (np.concatenate(chunks) if chunks else np.zeros((0, 0), dtype=np.float32)), ids
+    def embedded_texts(self) -> tuple[str, int, list[str]]:
+        return self.params.model, self.params.batch_size, self.params.fields
 
-    @staticmethod
-    def replay(spill: IO[bytes]) -> Iterator[Record]:
-        """The spilled records, in input order."""
-        spill.seek(0)
-        for line in spill:
-            yield Record.from_json(line)
+    def start(self) -> None:
+        self.ids: list[str] = []
+        self._chunks: list[np.ndarray] = []
+        self._encoder: Encoder | None = None
+
+    def prepare(self, records: Iterable[Record]) -> Iterable[Record]:
+        return stage_fields(records, self, "fields")
+
+    def see(self, batch: list[Record]) -> None:
+        self.ids.extend(record.id for record in batch)
+        self._encoder = self._encoder or self.ctx.encoder(self.params.model, self.params.batch_size)
+        self._chunks.append(self._encoder.encode([field_text(r.fields, self.params.fields) for r in batch]))
+
+    def vectors(self) -> np.ndarray:
+        """The (n, d) unit vectors of the input, in order."""
+        return np.concatenate(self._chunks) if self._chunks else np.zeros((0, 0), dtype=np.float32)
 
 
 class SemanticDedupParams(EmbeddingParams):
@@ -76,7 +69,6 @@ class SemanticDedupParams(EmbeddingParams):
                              description="above this many records, compare only within k-means clusters")
 
 
-@register
 class SemanticDedup(EmbeddingStage):
     """Drops records whose embedding is within `threshold` cosine of a record kept before it (SemDeDup).
 
@@ -88,26 +80,25 @@ class SemanticDedup(EmbeddingStage):
     Params = SemanticDedupParams
     params: SemanticDedupParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        with tempfile.TemporaryFile(dir=self.ctx.workdir) as spill:
-            vectors, ids = self.embed(records, spill)
-            if not ids:
-                return
-            found = diversity.semantic_duplicates(vectors, self.params.threshold, self.params.exact_limit, self.ctx.seed)
-            duplicates = {dropped: (kept, similarity) for dropped, kept, similarity in found}
-            keep = np.ones(len(ids), dtype=bool)
-            keep[list(duplicates)] = False
-            self.ctx.stats.metrics[self.ctx.label] = {
-                "before": diversity.diversity_metrics(vectors, self.ctx.seed),
-                "after": diversity.diversity_metrics(vectors[keep], self.ctx.seed),
-                "dropped": len(duplicates),
-            }
-            for position, record in enumerate(self.replay(spill)):
-                if position in duplicates:
-                    kept, similarity = duplicates[position]
-                    reject_duplicate(self.ctx, record, "semantic_duplicate", Match(ids[kept], similarity), "cosine")
-                else:
-                    yield record
+    def emit(self, records: Spilled) -> Iterator[Record]:
+        vectors, ids = self.vectors(), self.ids
+        if not ids:
+            return
+        found = diversity.semantic_duplicates(vectors, self.params.threshold, self.params.exact_limit, self.ctx.seed)
+        duplicates = {dropped: (kept, similarity) for dropped, kept, similarity in found}
+        keep = np.ones(len(ids), dtype=bool)
+        keep[list(duplicates)] = False
+        self.ctx.stats.metrics[self.ctx.label] = {
+            "before": diversity.diversity_metrics(vectors, self.ctx.seed),
+            "after": diversity.diversity_metrics(vectors[keep], self.ctx.seed),
+            "dropped": len(duplicates),
+        }
+        for position, record in enumerate(records):
+            if position in duplicates:
+                kept, similarity = duplicates[position]
+                reject_duplicate(self.ctx, record, "semantic_duplicate", Match(ids[kept], similarity), "cosine")
+            else:
+                yield record
 
 
 class DiversitySelectParams(EmbeddingParams):
@@ -131,7 +122,6 @@ class DiversitySelectParams(EmbeddingParams):
         return self
 
 
-@register
 class DiversitySelect(EmbeddingStage):
     """Keeps k records spread over the embedding space; the others are rejected as `not_selected`.
 
@@ -143,31 +133,37 @@ class DiversitySelect(EmbeddingStage):
     Params = DiversitySelectParams
     params: DiversitySelectParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        p = self.params
-        scores: list[float] = []
-        labels: list[Any] = []
+    def start(self) -> None:
+        super().start()
+        self.scores: list[float] = []
+        self.labels: list[Any] = []
 
-        def visit(record: Record) -> None:
+    def prepare(self, records: Iterable[Record]) -> Iterable[Record]:
+        return super().prepare(stage_fields(records, self, "label_field"))
+
+    def see(self, batch: list[Record]) -> None:
+        p = self.params
+        for record in batch:
             if p.score:
                 value = record.meta.get("scores", {}).get(p.score, record.fields.get(p.score))
-                scores.append(float(value) if isinstance(value, (int, float)) else np.nan)
+                self.scores.append(float(value) if isinstance(value, (int, float)) else np.nan)
             if p.label_field:
-                labels.append(record.fields.get(p.label_field))
+                self.labels.append(record.fields.get(p.label_field))
+        super().see(batch)
 
-        with tempfile.TemporaryFile(dir=self.ctx.workdir) as spill:
-            vectors, ids = self.embed(stage_fields(records, self, "label_field"), spill, visit)
-            if not ids:
-                return
-            chosen = self._select(vectors, np.array(scores, dtype=np.float64))
-            keep = np.zeros(len(ids), dtype=bool)
-            keep[chosen] = True
-            self._measure(vectors, keep, labels)
-            for position, record in enumerate(self.replay(spill)):
-                if keep[position]:
-                    yield record
-                else:
-                    self.ctx.reject(record, "not_selected", p.method)
+    def emit(self, records: Spilled) -> Iterator[Record]:
+        vectors = self.vectors()
+        if not self.ids:
+            return
+        chosen = self._select(vectors, np.array(self.scores, dtype=np.float64))
+        keep = np.zeros(len(self.ids), dtype=bool)
+        keep[chosen] = True
+        self._measure(vectors, keep, self.labels)
+        for position, record in enumerate(records):
+            if keep[position]:
+                yield record
+            else:
+                self.ctx.reject(record, "not_selected", self.params.method)
 
     def _select(self, vectors: np.ndarray, scores: np.ndarray) -> np.ndarray:
         p = self.params

@@ -11,7 +11,7 @@ from pydantic import Field
 from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
 from synthgen.fields import stage_fields
 from synthgen.record import Record
-from synthgen.stages.base import Stage, StageParams, register
+from synthgen.stages.base import Stage, StageParams
 
 
 class SimilarityParams(StageParams):
@@ -24,7 +24,6 @@ class SimilarityParams(StageParams):
     batch_size: int = Field(default=256, ge=1)
 
 
-@register
 class SimilarityFilter(Stage):
     """Rejects records whose `field` drifted from `reference` (cosine below `min_cosine`); the cosine goes to
     `meta.scores`. Embeds in batches, through the run's embedding cache."""
@@ -35,7 +34,7 @@ class SimilarityFilter(Stage):
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         p = self.params
-        encoder = Encoder(p.model, cache_dir=self.ctx.workdir.parent if self.ctx.workdir else None)
+        encoder = self.ctx.encoder(p.model)
         batch: list[Record] = []
         for record in stage_fields(records, self, "field", "reference"):
             batch.append(record)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 from pydantic import Field
 
 from synthgen.record import Record, make_record_id
-from synthgen.stages.base import Stage, StageParams, register
+from synthgen.stages.base import MapStage, StageParams
 
 
 class ExplodeParams(StageParams):
@@ -18,27 +18,24 @@ class ExplodeParams(StageParams):
     max_items: int | None = Field(default=None, ge=1)
 
 
-@register
-class Explode(Stage):
+class Explode(MapStage):
     """One record per item of a list field (e.g. the ~20 brainstormed tasks of one completion)."""
 
     name = "explode"
     predictable = False
-    row_wise = True
     Params = ExplodeParams
     params: ExplodeParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+    def map(self, record: Record) -> Iterator[Record]:
         into = self.params.into or self.params.field
-        for record in records:
-            items = record.fields.get(self.params.field)
-            if not isinstance(items, list) or not items:
-                self.ctx.reject(record, "no_items", f"field {self.params.field!r} is not a non-empty list")
-                continue
-            rest = {k: v for k, v in record.fields.items() if k != self.params.field}
-            for index, item in enumerate(items[: self.params.max_items]):
-                meta = {**record.meta, "parents": [record.id], "item": index}
-                yield Record(make_record_id(record.id, self.ctx.key, index), {**rest, into: item}, meta)
+        items = record.fields.get(self.params.field)
+        if not isinstance(items, list) or not items:
+            self.ctx.reject(record, "no_items", f"field {self.params.field!r} is not a non-empty list")
+            return
+        rest = {k: v for k, v in record.fields.items() if k != self.params.field}
+        for index, item in enumerate(items[: self.params.max_items]):
+            meta = {**record.meta, "parents": [record.id], "item": index}
+            yield Record(make_record_id(record.id, self.ctx.key, index), {**rest, into: item}, meta)
 
 
 class SelectParams(StageParams):
@@ -47,19 +44,16 @@ class SelectParams(StageParams):
     fields: dict[str, str] = Field(min_length=1)
 
 
-@register
-class SelectFields(Stage):
+class SelectFields(MapStage):
     """Keeps and renames fields, e.g. {anchor: user_query, positive: positive_document}."""
 
     name = "select_fields"
-    row_wise = True
     Params = SelectParams
     params: SelectParams
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        for record in records:
-            missing = [source for source in self.params.fields.values() if source not in record.fields]
-            if missing:
-                self.ctx.reject(record, "missing_field", f"lacks {missing}")
-                continue
-            yield Record(record.id, {out: record.fields[source] for out, source in self.params.fields.items()}, record.meta)
+    def map(self, record: Record) -> Iterator[Record]:
+        missing = [source for source in self.params.fields.values() if source not in record.fields]
+        if missing:
+            self.ctx.reject(record, "missing_field", f"lacks {missing}")
+            return
+        yield Record(record.id, {out: record.fields[source] for out, source in self.params.fields.items()}, record.meta)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from synthgen.backends.sim import SimConfig, SimServer
 from synthgen.export import ExportConfig
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
 from synthgen.report import build_report
+from synthgen.sim import SimConfig, SimServer
 from synthgen.stages.export import export_run
 from tests.conftest import synthgen
 from tests.integration.test_report import FakeEncoder

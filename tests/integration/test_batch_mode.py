@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from synthgen.backends.sim import SimConfig, SimServer
-from synthgen.backends.sim_process import SimProcess, get_json
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
+from synthgen.sim import SimConfig, SimServer
+from synthgen.sim.process import SimProcess, get_json
 from tests.conftest import REPO, read_jsonl, synthgen, write
 
 FAST_POLL = {"linger": 0.05, "poll_initial": 0.05, "poll_max": 0.2}

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from synthgen.backends.sim import FAULT_KINDS
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
+from synthgen.sim import FAULT_KINDS
 from tests.conftest import read_jsonl, write
 
 RECIPE = """

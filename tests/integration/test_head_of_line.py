@@ -9,10 +9,10 @@ from typing import Any
 from synthgen.aio import LoopThread
 from synthgen.backends.base import ChatRequest, Completion
 from synthgen.backends.openai_compat import OpenAIBackend
-from synthgen.backends.sim import SimConfig, SimServer
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
 from synthgen.runtime import Runtime
+from synthgen.sim import SimConfig, SimServer
 from synthgen.stats import RunStats
 from tests.conftest import read_jsonl, write
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from synthgen.backends.sim import SimServer
+from synthgen.sim import SimServer
 from tests.conftest import read_jsonl, synthgen
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from synthgen.backends.sim_process import SimProcess, get_json
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
+from synthgen.sim.process import SimProcess, get_json
 from tests.conftest import REPO, read_jsonl, synthgen, write
 from tests.integration.test_resume import _cached
 
@@ -149,9 +149,9 @@ def test_missing_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_a_workers_fatal_error_stops_the_run_with_its_message(tmp_path: Path, local_ray: None) -> None:
-    from synthgen.backends.sim import SimConfig, SimServer
     from synthgen.engine.ray_engine import RayExecutor, RayOptions
     from synthgen.errors import SynthgenError
+    from synthgen.sim import SimConfig, SimServer
 
     with SimServer(SimConfig(latency=0.0, api_key="right-key")) as sim:
         recipe = load_recipe(recipe_file(tmp_path, 8)).with_backend(base_url=sim.base_url)

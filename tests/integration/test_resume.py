@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from synthgen.backends.sim_process import SimProcess, get_json
+from synthgen.sim.process import SimProcess, get_json
 from tests.conftest import REPO, read_jsonl, synthgen, write
 
 

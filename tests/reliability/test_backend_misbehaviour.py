@@ -11,8 +11,8 @@ import pytest
 
 from synthgen.backends.base import ChatRequest, Completion
 from synthgen.backends.openai_compat import OpenAIBackend
-from synthgen.backends.sim import SimConfig, SimServer
 from synthgen.errors import FatalBackendError, RetryableBackendError
+from synthgen.sim import SimConfig, SimServer
 from synthgen.stats import RunStats
 from tests.conftest import read_jsonl, write
 from tests.test_bad_input import assert_clean_failure, run

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from synthgen.backends.sim import SimServer
 from synthgen.cli import app
+from synthgen.sim import SimServer
 from tests.test_bad_input import assert_clean_failure, run
 
 ROWS = "".join(json.dumps({"instruction": f"task number {i} about topic {i * 7}", "output": f"answer {i}"}) + "\n"

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from synthgen.backends.factory import BackendConfig
-from synthgen.backends.sim import SimConfig, SimServer
-from synthgen.backends.sim_process import get_json
 from synthgen.cli import app
+from synthgen.sim import SimConfig, SimServer
+from synthgen.sim.process import get_json
 from tests.conftest import read_jsonl, write
 
 TEMPLATES = {"ask.j2": "Write one question about {{ leaf }}.", "answer.j2": "Answer briefly: {{ record.instruction }}"}

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from synthgen.cli import app
 from synthgen.record import Record
-from synthgen.stages.base import Stage, register
+from synthgen.stages.base import Stage
+from synthgen.stages.registry import register
 from tests.conftest import REPO
 from tests.test_bad_input import BASE, run
 

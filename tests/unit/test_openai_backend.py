@@ -14,8 +14,8 @@ import pytest
 from synthgen.backends.base import ChatRequest, Completion
 from synthgen.backends.openai_compat import OpenAIBackend
 from synthgen.backends.responses import retry_after
-from synthgen.backends.sim import SimConfig, SimServer
 from synthgen.errors import FatalBackendError, RetryableBackendError
+from synthgen.sim import SimConfig, SimServer
 from synthgen.stats import RunStats
 
 

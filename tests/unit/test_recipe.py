@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from synthgen.build import build_stages
 from synthgen.errors import ConfigError
-from synthgen.pipeline import build_stages
 from synthgen.recipe import load_recipe
 from synthgen.stages.generate import Generate
 from synthgen.stats import RunStats

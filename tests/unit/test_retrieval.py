@@ -26,7 +26,7 @@ def short_long(query: str = "why does sourdough rise", positive: str = DOC, nega
 
 
 @pytest.mark.parametrize(("record", "verdict"), [
-    (short_long(), True),
+    (short_long(), None),
     (short_long(query=""), "empty_user_query"),
     (short_long(negative="  "), "empty_hard_negative_document"),
     (short_long(negative=DOC.upper()), "positive_equals_negative"),
@@ -34,10 +34,10 @@ def short_long(query: str = "why does sourdough rise", positive: str = DOC, nega
     (Record("y", {"task_type": "asymmetric/long-short", "input_text": DOC, "label": "baking", "misleading_label": "Baking!"}),
      "positive_equals_negative"),
     (Record("z", {"task_type": "symmetric/sts", "S1": "A cat sleeps.", "S2": "a cat sleeps", "S3": "Dogs bark."}), "duplicate_sentences"),
-    (Record("w", {"task_type": "symmetric/bitext", "S1": "Good morning.", "S2": "Bonjour.", "S3": "Bonsoir."}), True),
+    (Record("w", {"task_type": "symmetric/bitext", "S1": "Good morning.", "S2": "Bonjour.", "S3": "Bonsoir."}), None),
     (Record("v", {"task_type": "asymmetric/unknown"}), "unknown_task_type"),
 ])
-def test_e5_validators(tmp_path: Path, record: Record, verdict: bool | str) -> None:
+def test_e5_validators(tmp_path: Path, record: Record, verdict: str | None) -> None:
     assert E5Validate(TaskParams(), context(tmp_path, [])).keep(record) == verdict
 
 

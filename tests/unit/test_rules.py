@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from synthgen.build import build_stages
 from synthgen.errors import ConfigError
-from synthgen.pipeline import build_stages, run_recipe
+from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
 from synthgen.record import Record
 from synthgen.stages.base import StageContext

@@ -14,7 +14,7 @@ import openai
 import pytest
 from openai.types import Batch
 
-from synthgen.backends.sim import SimConfig, SimServer
+from synthgen.sim import SimConfig, SimServer
 
 ENDPOINT = "/v1/chat/completions"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback never goes through a proxy

@@ -18,8 +18,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from pydantic import BaseModel, Field, ValidationError
 
-from synthgen.backends.sim import SimConfig, SimServer, serve
-from synthgen.backends.sim_content import generate
+from synthgen.sim import SimConfig, SimServer, serve
+from synthgen.sim.content import generate
 
 PROMPT = "Write a short note about tidal energy in small coastal towns."
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": PROMPT}]

@@ -5,7 +5,7 @@ How a batch moves:
   `failed` (with `errors` naming the lines) or `in_progress`;
 - the first look once `SimConfig.batch_delay` has passed answers every line, writes the output and error files once,
   and makes it `completed` (or `expired` when `batch_expired_items` left some lines undone);
-- each line gets what the online endpoint gives its body (`_Sim.answer`), so batch and online results agree.
+- each line gets what the online endpoint gives its body (`SimHandlers.answer`), so batch and online results agree.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from typing import Any
 import orjson
 from aiohttp import BodyPartReader, web
 
-from synthgen.backends.sim import _error, _error_body, _json, _Sim
+from synthgen.sim.batch_input import read_requests
+from synthgen.sim.handlers import SimHandlers
+from synthgen.sim.http import error_body, error_response, json_response
 
 _Handler = Callable[[web.Request], Awaitable[web.Response]]
 _ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
@@ -28,15 +30,7 @@ _PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 _WINDOW = 24 * 3600  # seconds in the only completion window, "24h"
 _FINAL = ("completed", "failed", "expired")  # statuses a batch can no longer be cancelled from
 _EXPIRED = {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}
-_SERVER_ERROR = _error_body("Internal server error (simulated).", "server_error")
-
-
-class _LineError(Exception):
-    """An input line OpenAI's validation rejects: its `errors.data` entry, less the line number."""
-
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.entry = {"code": code, "message": message, "param": param}
+_SERVER_ERROR = error_body("Internal server error (simulated).", "server_error")
 
 
 @dataclass
@@ -49,54 +43,6 @@ class _Batch:
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (custom_id, body), once validated
 
 
-def _request(line: bytes, endpoint: str) -> tuple[str, dict[str, Any]]:
-    """The custom_id and body of one input line; raises `_LineError` where OpenAI's validation fails it."""
-    try:
-        item = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        item = None
-    if not isinstance(item, dict):
-        raise _LineError("invalid_json_line", "This line is not parseable as valid JSON.")
-    for key in ("custom_id", "method", "url", "body"):
-        if key not in item:
-            raise _LineError("missing_required_parameter", f"Missing required parameter: '{key}'.", key)
-    custom_id, body = item["custom_id"], item["body"]
-    if not isinstance(custom_id, str):
-        raise _LineError("invalid_type", "Invalid type for 'custom_id': expected a string.", "custom_id")
-    if not isinstance(body, dict):
-        raise _LineError("invalid_type", "Invalid type for 'body': expected an object.", "body")
-    if item["method"] != "POST":
-        raise _LineError("invalid_value", "Invalid value for 'method': only 'POST' is supported.", "method")
-    if item["url"] != endpoint:
-        raise _LineError("invalid_url", "The URL provided for this request does not match the batch endpoint.", "url")
-    if body.get("stream"):
-        raise _LineError("streaming_unsupported", "Streaming is not supported in the Batch API.", "body.stream")
-    return custom_id, body
-
-
-def _read_requests(raw: bytes, endpoint: str) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
-    """The (custom_id, body) of each line of an input file, and the validation errors (lines count from 1)."""
-    requests: list[tuple[str, dict[str, Any]]] = []
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for number, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            custom_id, body = _request(line, endpoint)
-            if custom_id in seen:
-                raise _LineError("duplicate_custom_id", "The custom_id for this request is a duplicate of another request. "
-                                 "The custom_id parameter must be unique for each request in a batch.", "custom_id")
-        except _LineError as exc:
-            errors.append({**exc.entry, "line": number})
-            continue
-        seen.add(custom_id)
-        requests.append((custom_id, body))
-    if not requests and not errors:
-        errors.append({"code": "empty_file", "message": "The batch input file is empty.", "param": None, "line": None})
-    return requests, errors
-
-
 def _jsonl(lines: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(line) + b"\n" for line in lines)
 
@@ -104,7 +50,7 @@ def _jsonl(lines: list[dict[str, Any]]) -> bytes:
 class _BatchApi:
     """The files and batches of one simulated server, kept in memory."""
 
-    def __init__(self, sim: _Sim) -> None:
+    def __init__(self, sim: SimHandlers) -> None:
         self.sim = sim
         self.files: dict[str, tuple[dict[str, Any], bytes]] = {}  # id -> (file object, content)
         self.batches: dict[str, _Batch] = {}  # in creation order
@@ -122,7 +68,7 @@ class _BatchApi:
     async def upload(self, request: web.Request) -> web.Response:
         """POST /v1/files: a multipart form with `file` and `purpose` (streamed, so any size)."""
         if request.content_type != "multipart/form-data":
-            return _error(400, "The request must be multipart/form-data with 'file' and 'purpose'.")
+            return error_response(400, "The request must be multipart/form-data with 'file' and 'purpose'.")
         reader = await request.multipart()
         fields: dict[str, tuple[str | None, bytes]] = {}
         while (part := await reader.next()) is not None:
@@ -130,18 +76,18 @@ class _BatchApi:
                 fields[part.name] = (part.filename, bytes(await part.read()))
         for name in ("file", "purpose"):
             if name not in fields:
-                return _error(400, f"Missing required parameter: '{name}'.", param=name)
+                return error_response(400, f"Missing required parameter: '{name}'.", param=name)
         purpose = fields["purpose"][1].decode(errors="replace")
         if purpose not in _PURPOSES:
-            return _error(400, f"Invalid value: '{purpose}'. Supported values are: {', '.join(map(repr, _PURPOSES))}.",
+            return error_response(400, f"Invalid value: '{purpose}'. Supported values are: {', '.join(map(repr, _PURPOSES))}.",
                           code="invalid_value", param="purpose")
         filename, content = fields["file"]
-        return _json(self._save(content, filename or "file", purpose))
+        return json_response(self._save(content, filename or "file", purpose))
 
     async def file(self, request: web.Request) -> web.Response:
         """GET /v1/files/{file_id}."""
         file_id = request.match_info["file_id"]
-        return _json(self.files[file_id][0]) if file_id in self.files else self._no_file(file_id)
+        return json_response(self.files[file_id][0]) if file_id in self.files else self._no_file(file_id)
 
     async def content(self, request: web.Request) -> web.Response:
         """GET /v1/files/{file_id}/content: the raw bytes."""
@@ -155,7 +101,7 @@ class _BatchApi:
         file_id = request.match_info["file_id"]
         if self.files.pop(file_id, None) is None:
             return self._no_file(file_id)
-        return _json({"id": file_id, "object": "file", "deleted": True})
+        return json_response({"id": file_id, "object": "file", "deleted": True})
 
     async def create(self, request: web.Request) -> web.Response:
         """POST /v1/batches: JSON with input_file_id, endpoint, completion_window and optional metadata."""
@@ -175,43 +121,43 @@ class _BatchApi:
             "request_counts": {"total": 0, "completed": 0, "failed": 0}, "metadata": body.get("metadata"),
         }, self.files[body["input_file_id"]][1])
         self.sim.batches["created"] += 1
-        return _json(self.batches[batch_id].data)
+        return json_response(self.batches[batch_id].data)
 
     def _refuse(self, body: Any) -> web.Response | None:
         """The error OpenAI answers a batch-creation body with, if any."""
         if not isinstance(body, dict):
-            return _error(400, "The body must be a JSON object.")
+            return error_response(400, "The body must be a JSON object.")
         endpoint, window, metadata = body.get("endpoint"), body.get("completion_window"), body.get("metadata")
         if endpoint not in _ENDPOINTS:
-            return _error(400, f"Invalid value: '{endpoint}'. Supported values are: '/v1/chat/completions' and "
+            return error_response(400, f"Invalid value: '{endpoint}'. Supported values are: '/v1/chat/completions' and "
                                "'/v1/completions'.", code="invalid_value", param="endpoint")
         if window != "24h":
-            return _error(400, f"Invalid value: '{window}'. Supported values are: '24h'.", code="invalid_value",
+            return error_response(400, f"Invalid value: '{window}'. Supported values are: '24h'.", code="invalid_value",
                           param="completion_window")
         if metadata is not None and not (isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())):
-            return _error(400, "Invalid type for 'metadata': expected an object of strings.", code="invalid_type",
+            return error_response(400, "Invalid type for 'metadata': expected an object of strings.", code="invalid_type",
                           param="metadata")
         file_id = body.get("input_file_id")
         if not isinstance(file_id, str) or file_id not in self.files:
             return self._no_file(file_id, "input_file_id")
         if (purpose := self.files[file_id][0]["purpose"]) != "batch":
-            return _error(400, f"The input file must have purpose 'batch', not '{purpose}'.", param="input_file_id")
+            return error_response(400, f"The input file must have purpose 'batch', not '{purpose}'.", param="input_file_id")
         return None
 
     async def retrieve(self, request: web.Request) -> web.Response:
         """GET /v1/batches/{batch_id}."""
         batch = self.batches.get(batch_id := request.match_info["batch_id"])
-        return _json(self._advance(batch)) if batch else self._no_batch(batch_id)
+        return json_response(self._advance(batch)) if batch else self._no_batch(batch_id)
 
     async def list_batches(self, request: web.Request) -> web.Response:
         """GET /v1/batches: newest first, paged by `limit` (1 to 100, default 20) and `after` (a batch id)."""
         limit = request.query.get("limit", "20")
         if not limit.isdigit() or not 1 <= int(limit) <= 100:
-            return _error(400, "'limit' must be an integer from 1 to 100.", code="invalid_value", param="limit")
+            return error_response(400, "'limit' must be an integer from 1 to 100.", code="invalid_value", param="limit")
         ids = list(reversed(self.batches))
         start = ids.index(after) + 1 if (after := request.query.get("after")) in self.batches else 0
         page = [self._advance(self.batches[i]) for i in ids[start: start + int(limit)]]
-        return _json({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+        return json_response({"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
                       "last_id": page[-1]["id"] if page else None, "has_more": start + int(limit) < len(ids)})
 
     async def cancel(self, request: web.Request) -> web.Response:
@@ -221,10 +167,10 @@ class _BatchApi:
             return self._no_batch(batch_id)
         data = self._advance(batch)
         if data["status"] in _FINAL:
-            return _error(409, f"Cannot cancel a batch with status '{data['status']}'.")
+            return error_response(409, f"Cannot cancel a batch with status '{data['status']}'.")
         if data["status"] in ("validating", "in_progress"):
             data.update(status="cancelling", cancelling_at=int(time.time()))
-        return _json(data)
+        return json_response(data)
 
     def _advance(self, batch: _Batch) -> dict[str, Any]:
         """Move `batch` on by the clock; returns its object."""
@@ -239,7 +185,7 @@ class _BatchApi:
         return data
 
     def _validate(self, batch: _Batch) -> None:
-        requests, errors = _read_requests(batch.raw, batch.data["endpoint"])
+        requests, errors = read_requests(batch.raw, batch.data["endpoint"])
         if errors:
             batch.data.update(status="failed", failed_at=int(time.time()), errors={"object": "list", "data": errors})
             self.sim.batches["failed"] += 1
@@ -297,14 +243,14 @@ class _BatchApi:
 
     @staticmethod
     def _no_file(file_id: Any, param: str = "id") -> web.Response:
-        return _error(404, f"No such File object: {file_id}", param=param)
+        return error_response(404, f"No such File object: {file_id}", param=param)
 
     @staticmethod
     def _no_batch(batch_id: str) -> web.Response:
-        return _error(404, f"No batch found with id '{batch_id}'.")
+        return error_response(404, f"No batch found with id '{batch_id}'.")
 
 
-def add_batch_routes(app: web.Application, sim: _Sim) -> None:
+def add_batch_routes(app: web.Application, sim: SimHandlers) -> None:
     """Serve the Files and Batch APIs of `sim` from `app`."""
     api = _BatchApi(sim)
     routes: list[tuple[str, str, _Handler]] = [

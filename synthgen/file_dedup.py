@@ -1,4 +1,4 @@
-"""Dedup a file outside any recipe: exact then near duplicates (and evaluation-set matches) removed,
+"""`synthgen dedup FILE`: exact then near duplicates (and evaluation-set matches) removed from a file outside any recipe,
 kept rows written to JSONL or Parquet, dropped rows to `<out>.rejects.jsonl` with their reasons."""
 
 from __future__ import annotations
