@@ -26,13 +26,13 @@ def _table(header: list[str], rows: list[list[Any]], empty: str = "None.") -> st
 
 
 def _sampling(recipe: dict[str, Any]) -> list[list[Any]]:
+    """Every stage parameter named `sampling` or `<role>_sampling` (any LLM stage's, a plugin's too)."""
     rows = []
     for index, entry in enumerate(recipe.get("stages", [])):
         ((name, params),) = entry.items()
-        for key in ("sampling", "instruction_sampling", "answer_sampling", "judge_sampling", "classify_sampling",
-                    "instance_sampling"):
-            if isinstance(params, dict) and params.get(key):
-                rows.append([f"{index:02d}-{name}", key, ", ".join(f"{k}={v}" for k, v in params[key].items() if v is not None)])
+        for key, value in (params or {}).items():
+            if (key == "sampling" or key.endswith("_sampling")) and isinstance(value, dict) and value:
+                rows.append([f"{index:02d}-{name}", key, ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)])
     return rows
 
 

@@ -29,7 +29,8 @@ from synthgen.prompts import PromptLibrary
 from synthgen.record import Record, make_record_id
 from synthgen.runtime import Runtime
 from synthgen.sampling import SamplingParams
-from synthgen.stages.base import Stage, StageParams
+from synthgen.stages.base import StageParams, WholeSetStage
+from synthgen.stages.spill import Spilled
 
 ALPHA = {"mixup": (0.2, 0.8), "extrapolate": (1.2, 1.5)}
 
@@ -69,7 +70,7 @@ class Plan:
     labels: dict[str, float] = field(default_factory=dict)
 
 
-class EmbeddingAugment(Stage):
+class EmbeddingAugment(WholeSetStage):
     """New records made by moving embeddings, realised as text and verified to land where aimed."""
 
     name = "embed_augment"
@@ -77,22 +78,35 @@ class EmbeddingAugment(Stage):
     params: AugmentParams
     predictable = False  # `decode: llm` asks again for the texts that miss their target
 
-    def run(self, records: Iterable[Record]) -> Iterator[Record]:
-        rows = list(stage_fields(records, self, "text_field", "label_field"))
+    def start(self) -> None:
+        self.ids: list[str] = []
+        self.texts: list[str] = []
+        self.labels: list[str] = []
+
+    def prepare(self, records: Iterable[Record]) -> Iterable[Record]:
+        return stage_fields(records, self, "text_field", "label_field")
+
+    def see(self, batch: list[Record]) -> None:
+        p = self.params
+        self.ids.extend(record.id for record in batch)
+        self.texts.extend(str(record.fields.get(p.text_field) or "") for record in batch)
+        if p.label_field:
+            self.labels.extend(str(record.fields.get(p.label_field)) for record in batch)
+
+    def emit(self, records: Spilled) -> Iterator[Record]:
         if self.params.keep_input:
-            yield from rows
-        if len(rows) < 2:
+            yield from records
+        if len(self.ids) < 2:
             return
         p = self.params
         encoder = self.ctx.encoder(p.model)
-        texts = [str(r.fields.get(p.text_field) or "") for r in rows]
-        vectors = encoder.encode(texts)
-        labels = np.array([str(r.fields.get(p.label_field)) for r in rows]) if p.label_field else None
-        plans = self._plan(vectors, labels, texts, np.random.default_rng(stable_int(self.ctx.seed, self.ctx.key)))
+        vectors = encoder.encode(self.texts)
+        labels = np.array(self.labels) if p.label_field else None
+        plans = self._plan(vectors, labels, self.texts, np.random.default_rng(stable_int(self.ctx.seed, self.ctx.key)))
         if p.decode == "nearest":
-            made = self._nearest(plans, rows, vectors)
+            made = self._nearest(plans, vectors)
         else:
-            made = self._realise(plans, rows, vectors, labels, encoder)
+            made = self._realise(plans, vectors, labels, encoder)
         cosines = [record.meta["scores"]["target_cosine"] for record in made]
         added = encoder.encode([str(record.fields[p.text_field]) for record in made])
         self.ctx.stats.metrics[self.ctx.label] = {
@@ -160,24 +174,23 @@ class EmbeddingAugment(Stage):
             soft[label] = round(soft.get(label, 0.0) + weight, 4)
         return soft
 
-    def _record(self, plan: Plan, index: int, rows: list[Record], text: str, cosine: float, extra: dict[str, Any]) -> Record:
+    def _record(self, plan: Plan, index: int, text: str, cosine: float, extra: dict[str, Any]) -> Record:
         p = self.params
         fields: dict[str, Any] = {p.text_field: text, "operation": p.operation, "alpha": plan.alpha}
         if p.label_field:
             fields[p.label_field] = max(plan.labels, key=lambda label: plan.labels[label]) if plan.labels else None
             fields["soft_labels"] = plan.labels
-        meta = {"parents": [rows[a].id for a in plan.anchors], "scores": {"target_cosine": round(cosine, 4)}, **extra}
+        meta = {"parents": [self.ids[a] for a in plan.anchors], "scores": {"target_cosine": round(cosine, 4)}, **extra}
         return Record(make_record_id(self.ctx.key, index), fields, meta)
 
-    def _nearest(self, plans: list[Plan], rows: list[Record], vectors: np.ndarray) -> list[Record]:
+    def _nearest(self, plans: list[Plan], vectors: np.ndarray) -> list[Record]:
         """Each target as the closest existing input that is not its own first anchor."""
         targets = np.stack([plan.target for plan in plans])
         best, cosines = nearest(targets, vectors, np.array([plan.anchors[0] for plan in plans]))
-        field = self.params.text_field
-        return [self._record(plan, i, rows, str(rows[b].fields.get(field)), float(c), {"decoded_from": rows[b].id})
+        return [self._record(plan, i, self.texts[b], float(c), {"decoded_from": self.ids[b]})
                 for i, (plan, b, c) in enumerate(zip(plans, best, cosines, strict=True))]
 
-    def _realise(self, plans: list[Plan], rows: list[Record], vectors: np.ndarray, labels: np.ndarray | None,
+    def _realise(self, plans: list[Plan], vectors: np.ndarray, labels: np.ndarray | None,
                  encoder: Encoder) -> list[Record]:
         """Ask the LLM for each target's text, verify it, ask again for the failures, reject what never lands."""
         p, runtime = self.params, self.ctx.runtime
@@ -213,8 +226,8 @@ class EmbeddingAugment(Stage):
                 elif intruder is not None:
                     failures[i] = ("manifold_intrusion", f"nearest neighbours are mostly {intruder!r}")
                 else:
-                    made[i] = self._record(plan, i, rows, text, cosine, {"attempt": attempt, "request": request.key()})
+                    made[i] = self._record(plan, i, text, cosine, {"attempt": attempt, "request": request.key()})
         for i, (reason, detail) in failures.items():
             if i not in made:
-                self.ctx.reject(self._record(plans[i], i, rows, "", 0.0, {}), reason, detail)
+                self.ctx.reject(self._record(plans[i], i, "", 0.0, {}), reason, detail)
         return [made[i] for i in sorted(made)]
