@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 from synthgen.aio import LoopThread
 from synthgen.backends.factory import BackendContext, create_backend
+from synthgen.backends.settings import BackendConfig
 from synthgen.cache import CachedBackend, RequestCache
 from synthgen.errors import ConfigError
 from synthgen.recipe import Recipe
@@ -102,13 +104,24 @@ def stage_key(recipe: Recipe, index: int) -> str:
 
 def open_runtime(recipe: Recipe, run_dir: RunDir, stats: RunStats, stack: ExitStack) -> Runtime:
     """The recipe's backend behind the run directory's request cache, on its own event loop; `stack` closes them.
-    A backend may name its model and add to its identity (`model_name`, `identity`: e.g. a model file's sha256)."""
+    A backend may name its model and add to its identity (`model_name`, `identity`: e.g. a model file's sha256).
+    Each of the recipe's named `backends:` gets a runtime of its own on the same loop and cache file (its identity
+    keeps its keys apart), in `Runtime.named`."""
     loop = LoopThread()
     stack.callback(loop.close)
-    backend = create_backend(recipe.backend, BackendContext(stats, stack, run_dir.backend_dir))
+    runtime = _backend_runtime(recipe.backend, run_dir.backend_dir, run_dir, stats, stack, loop)
+    runtime.named = {name: _backend_runtime(config, run_dir.backend_dir / name, run_dir, stats, stack, loop)
+                     for name, config in recipe.backends.items()}
+    return runtime
+
+
+def _backend_runtime(config: BackendConfig, state_dir: Path, run_dir: RunDir, stats: RunStats, stack: ExitStack,
+                     loop: LoopThread) -> Runtime:
+    """One backend, cached, on `loop`."""
+    backend = create_backend(config, BackendContext(stats, stack, state_dir))
     stack.callback(lambda: loop.run(backend.aclose()))
-    identity = {**recipe.backend.identity(), **getattr(backend, "identity", {})}
+    identity = {**config.identity(), **getattr(backend, "identity", {})}
     cache = RequestCache(run_dir.cache_path, identity)
     stack.callback(cache.close)
-    return Runtime(CachedBackend(backend, cache, stats), loop, getattr(backend, "model_name", recipe.backend.model),
-                   recipe.backend.kind, max_pending=recipe.backend.max_pending(), identity=identity)
+    return Runtime(CachedBackend(backend, cache, stats), loop, getattr(backend, "model_name", config.model),
+                   config.kind, max_pending=config.max_pending(), identity=identity)

@@ -25,6 +25,11 @@ def _table(header: list[str], rows: list[list[Any]], empty: str = "None.") -> st
     return "\n".join(lines)
 
 
+def _cell(text: str) -> str:
+    """`text` safe inside a Markdown table cell."""
+    return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
 def _sampling(recipe: dict[str, Any]) -> list[list[Any]]:
     """Every stage parameter named `sampling` or `<role>_sampling` (any LLM stage's, a plugin's too)."""
     rows = []
@@ -34,6 +39,12 @@ def _sampling(recipe: dict[str, Any]) -> list[list[Any]]:
             if (key == "sampling" or key.endswith("_sampling")) and isinstance(value, dict) and value:
                 rows.append([f"{index:02d}-{name}", key, ", ".join(f"{k}={v}" for k, v in value.items() if v is not None)])
     return rows
+
+
+def _judge_scores(stats: dict[str, Any]) -> list[list[Any]]:
+    """Each judge stage's score distribution per criterion (`metrics[<label>].scores`), over every judged record."""
+    return [[label, name, d["min"], d["mean"], d["max"], ", ".join(f"{k}: {v}" for k, v in d["histogram"].items())]
+            for label, values in stats.get("metrics", {}).items() for name, d in values.get("scores", {}).items()]
 
 
 def dataset_card(recipe_text: str, stats: dict[str, Any], export: ExportConfig, result: ExportResult) -> str:
@@ -47,8 +58,12 @@ def dataset_card(recipe_text: str, stats: dict[str, Any], export: ExportConfig, 
     stages = stats.get("stages", {})
     funnel = [[label, c.get("records_in"), c.get("records_out"), c.get("rejected")] for label, c in stages.items()]
     dedup = [[reason, rejects[reason]] for reason in DEDUP_REASONS if reason in rejects]
-    metrics = [[label, key, value] for label, values in stats.get("metrics", {}).items() for key, value in values.items()]
-    by_count = sorted(([reason, count] for reason, count in rejects.items()), key=lambda row: -row[1])
+    metrics = [[label, key, value] for label, values in stats.get("metrics", {}).items() for key, value in values.items()
+               if key != "scores"]  # a judge's score distributions have their own section
+    judged = _judge_scores(stats)
+    examples = stats.get("reject_examples", {})
+    by_count = sorted(([reason, count, _cell(examples.get(reason, ""))] for reason, count in rejects.items()),
+                      key=lambda row: -row[1])
     command = run.get("command") or f"synthgen run <recipe> --limit {run.get('limit')}"
     requests_line = f"{requests.get('finished')} ({requests.get('http_sent')}, {requests.get('cache_hits')})"
     parts = [
@@ -67,9 +82,11 @@ def dataset_card(recipe_text: str, stats: dict[str, Any], export: ExportConfig, 
         ]), "",
         "## Sampling parameters", "", _table(["stage", "step", "parameters"], _sampling(recipe)), "",
         "## Funnel (records per stage)", "", _table(["stage", "in", "out", "rejected"], funnel, "No stage ran."), "",
-        "## Rejects by reason", "", _table(["reason", "records"], by_count), "",
+        "## Rejects by reason", "", _table(["reason", "records", "first rejected record (shortened)"], by_count), "",
         "## Dedup and decontamination", "", _table(["reason", "records"], dedup, "No dedup stage removed records."), "",
         "## Diversity metrics", "", _table(["stage", "metric", "value"], metrics, "No embedding stage ran."), "",
+        *(["## Judge scores", "", _table(["stage", "criterion", "min", "mean", "max", "histogram (score: records)"],
+                                         judged), ""] if judged else []),
         "## How to reproduce", "", "```", command, "```", "",
         "or, from this run's frozen recipe (every parameter spelled out): `synthgen run <run directory>/recipe.yaml"
         + (f" --limit {run['limit']}" if run.get("limit") else "")

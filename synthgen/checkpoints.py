@@ -42,7 +42,7 @@ class RejectLog:
 
         def reject(record: Record, reason: str, detail: str | None) -> None:
             counts.rejected += 1
-            self.stats.rejects[reason] += 1
+            self.stats.count_reject(reason, record.fields)
             self.transient[label] += is_transient_reject(reason)
             self.writers[label].write_line(reject_line(record, reason, detail, label))
 
@@ -110,7 +110,9 @@ def resume_point(run_dir: RunDir, stages: list[Stage], fingerprints: list[str], 
         if done.get("metrics") is not None:
             stats.metrics[stage.ctx.label] = done["metrics"]
         with checkpoint_paths(run_dir, stage)[1].open("rb") as handle:  # reasons of the stages not run again
-            stats.rejects.update(orjson.loads(line)["reason"] for line in handle)
+            for line in handle:
+                item = orjson.loads(line)
+                stats.count_reject(item["reason"], item["fields"])
     return len(finished)
 
 

@@ -51,13 +51,15 @@ def estimate(
 @app.command("export")
 def export_command(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="a finished run directory")],
-    layout: Annotated[str, typer.Option(help="records, messages, alpaca, sharegpt, triplets, pairs or text")] = "records",
+    layout: Annotated[str, typer.Option(
+        help="records, messages, alpaca, sharegpt, triplets, pairs, text or preference")] = "records",
     format: Annotated[str, typer.Option(help="jsonl, parquet or hf (datasets save_to_disk)")] = "jsonl",
     out: Annotated[Path | None, typer.Option(help="export folder (default RUN_DIR/export)")] = None,
     test_size: Annotated[float | None, typer.Option(help="share of rows in a test split, e.g. 0.1")] = None,
     split_seed: Annotated[int, typer.Option(help="seed of the split")] = 0,
     field: Annotated[list[str] | None, typer.Option(help="ROLE=FIELD, e.g. output=answer; repeatable")] = None,
     push_to_hub: Annotated[str | None, typer.Option(help="Hub repo id; the token comes from $HF_TOKEN")] = None,
+    conversational: Annotated[bool, typer.Option(help="preference layout: prompt/chosen/rejected as chat messages")] = False,
 ) -> None:
     """Write a run's dataset in a training layout, with a dataset card (README.md)."""
     from pydantic import ValidationError
@@ -68,7 +70,7 @@ def export_command(
     roles = dict(item.partition("=")[::2] for item in field or [])
     try:
         config = ExportConfig(layout=layout, format=format, test_size=test_size, split_seed=split_seed,  # type: ignore[arg-type]
-                              fields=roles, push_to_hub=push_to_hub)
+                              fields=roles, push_to_hub=push_to_hub, conversational=conversational)
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None

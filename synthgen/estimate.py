@@ -85,6 +85,12 @@ def estimate_recipe(recipe: Recipe, limit: int | None = None) -> list[StageEstim
             output_tokens = None if requests is None else requests * max_tokens
             estimates.append(StageEstimate(label, requests, input_tokens, output_tokens, note))
             inputs, count, previous_output = None, requests, max_tokens
+        elif stage.makes_requests and stage.predictable:  # e.g. a judge: its prompts wrap earlier outputs
+            requests = None if count is None else stage.planned_requests(count)
+            max_tokens = stage.max_output_tokens() or DEFAULT_OUTPUT_TOKENS
+            output_tokens = None if requests is None else requests * max_tokens
+            estimates.append(StageEstimate(label, requests, None, output_tokens, "prompts built from earlier outputs"))
+            inputs, count = None, None if count is None else stage.outputs(count)
         elif not stage.predictable:
             estimates.append(StageEstimate(label, None, None, None, "depends on model outputs"))
             inputs = count = None

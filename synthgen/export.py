@@ -1,6 +1,7 @@
 """Export: a run's records in the layout a trainer reads (chat messages, Alpaca, ShareGPT, sentence-transformers
-triplets or pairs, pretraining text), as JSONL, Parquet or a Hugging Face `datasets` folder, with an optional
-seeded train/test split and a dataset card. Files appear only when complete (a temporary folder renamed)."""
+triplets or pairs, pretraining text, DPO preference pairs), as JSONL, Parquet or a Hugging Face `datasets` folder,
+with an optional seeded train/test split and a dataset card. Files appear only when complete (a temporary folder
+renamed)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from synthgen.record import Record
 from synthgen.rundir import EXPORT_MARKER, write_error
 from synthgen.version import __version__
 
-Layout = Literal["records", "messages", "alpaca", "sharegpt", "triplets", "pairs", "text"]
+Layout = Literal["records", "messages", "alpaca", "sharegpt", "triplets", "pairs", "text", "preference"]
 Row = dict[str, Any]
 
 
@@ -34,6 +35,7 @@ class ExportConfig(StrictModel):
     test_size: float | None = Field(default=None, gt=0, lt=1, description="share of rows in a `test` split")
     split_seed: int = 0
     instruction_in_anchor: bool = Field(default=True, description="triplets/pairs: anchor = 'Instruct: ...\\nQuery: ...'")
+    conversational: bool = Field(default=False, description="preference: prompt, chosen, rejected as chat messages")
     push_to_hub: str | None = Field(default=None, description="repo id; the token is read from `token_env`")
     token_env: str = "HF_TOKEN"
 
@@ -47,15 +49,23 @@ class ExportConfig(StrictModel):
             raise ValueError(f"the {layout} layout has no role {', '.join(map(repr, unknown))}; its roles: {known}")
         return fields
 
+    @field_validator("conversational")
+    @classmethod
+    def _preference_only(cls, conversational: bool, info: ValidationInfo) -> bool:
+        if conversational and info.data.get("layout") != "preference":
+            raise ValueError("only the preference layout has a conversational form; remove it or set layout: preference")
+        return conversational
+
 
 ROLE_DEFAULTS = {
     "instruction": "instruction", "input": "input", "output": "response", "system": "system",
     "anchor": "anchor", "positive": "positive", "negative": "negative", "text": "text",
+    "prompt": "prompt", "chosen": "chosen", "rejected": "rejected",
 }
 LAYOUT_ROLES: dict[str, tuple[str, ...]] = {  # the roles each layout reads, i.e. the keys `fields` may rename
     "records": (), "messages": ("instruction", "input", "output", "system"), "alpaca": ("instruction", "input", "output"),
     "sharegpt": ("instruction", "input", "output"), "triplets": ("anchor", "positive", "negative"),
-    "pairs": ("anchor", "positive"), "text": ("text",),
+    "pairs": ("anchor", "positive"), "text": ("text",), "preference": ("prompt", "chosen", "rejected"),
 }
 
 
@@ -127,13 +137,26 @@ def _text(record: Record, config: ExportConfig) -> Row | None:
     return {"text": text} if isinstance(text, str) and text else None
 
 
+def _preference(record: Record, config: ExportConfig) -> Row | None:
+    """TRL's preference rows (DPOTrainer): standard {prompt, chosen, rejected} strings, or the conversational
+    form with a user turn for the prompt and an assistant turn for each answer."""
+    row = {role: _role(record, config, role) for role in ("prompt", "chosen", "rejected")}
+    if not all(isinstance(text, str) and text for text in row.values()):
+        return None
+    if not config.conversational:
+        return row
+    return {"prompt": [{"role": "user", "content": row["prompt"]}],
+            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+            "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+
+
 def _records(record: Record, config: ExportConfig) -> Row | None:
     return {"id": record.id, **record.fields, "meta": orjson.dumps(record.meta).decode()}
 
 
 LAYOUTS: dict[str, Callable[[Record, ExportConfig], Row | None]] = {
     "records": _records, "messages": _messages, "alpaca": _alpaca, "sharegpt": _sharegpt,
-    "triplets": _triplets, "pairs": _pairs, "text": _text,
+    "triplets": _triplets, "pairs": _pairs, "text": _text, "preference": _preference,
 }
 
 

@@ -1,12 +1,12 @@
 """Checkpoint fingerprints: per stage, a hash of everything its output depends on.
 
 A stage's checkpoint is reused only while its fingerprint is unchanged. The fingerprint chains, stage by stage:
-the recipe seed, the backend's identity (`BackendConfig.identity`) and model, the source settings and the
-content of the input, the prompt templates' content, `--limit`, and each stage's name and parameters in which
-every file a parameter names (at any depth: decontamination sets, corpora, reference indexes...) is replaced by
-a hash of its content and every `schema_model` by a hash of its module's source. Paths enter only through what
-they point at, so `data/x.jsonl` and `/abs/.../data/x.jsonl` give one fingerprint, and a file edited in place
-(even within the same second) gives a new one.
+the recipe seed, the backend's identity (`BackendConfig.identity`) and model (and each named backend's), the
+source settings and the content of the input, the prompt templates' content, `--limit`, and each stage's name and
+parameters in which every file a parameter names (at any depth: decontamination sets, corpora, reference
+indexes...) is replaced by a hash of its content and every `schema_model` by a hash of its module's source. Paths
+enter only through what they point at, so `data/x.jsonl` and `/abs/.../data/x.jsonl` give one fingerprint, and a
+file edited in place (even within the same second) gives a new one.
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ from synthgen.recipe import Recipe
 
 
 def stage_fingerprints(recipe: Recipe, stage_count: int, limit: int | None,
-                       backend_identity: dict[str, Any] | None = None) -> list[str]:
+                       backend_identity: dict[str, Any] | None = None,
+                       named_identities: dict[str, Any] | None = None) -> list[str]:
     """The fingerprints of the recipe's first `stage_count` stages; `backend_identity` is the running backend's
-    (its config's identity plus what it adds, such as a model file's sha256)."""
+    (its config's identity plus what it adds, such as a model file's sha256), `named_identities` the same of each
+    of the recipe's named `backends:` with its model (from their configs when not given)."""
     source = None
     if recipe.source is not None:
         source = [_with_files(recipe.source.model_dump(mode="json"), recipe.resolve),
@@ -31,6 +33,9 @@ def stage_fingerprints(recipe: Recipe, stage_count: int, limit: int | None,
     templates = _folder_digest(recipe.resolve(recipe.prompts_dir))
     identity = backend_identity or recipe.backend.identity()
     chain: Any = [recipe.seed, identity, recipe.backend.model, source, templates, limit]
+    if recipe.backends:  # absent otherwise, so a recipe with one backend keeps its fingerprints
+        chain.append(named_identities or {name: [config.identity(), config.model]
+                                          for name, config in recipe.backends.items()})
     prints = []
     for spec in recipe.stage_specs[:stage_count]:
         params = spec.params.model_dump(mode="json", by_alias=True)

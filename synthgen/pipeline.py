@@ -50,7 +50,8 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
             runtime = open_runtime(recipe, run_dir, stats, stack)
             stages = build_stages(recipe, stats, limit=limit, runtime=runtime, reject_sink=rejects.sink,
                                   paths=run_paths(run_dir))
-            fingerprints = stage_fingerprints(recipe, len(stages), limit, runtime.identity)
+            named = {name: [rt.identity, rt.model] for name, rt in runtime.named.items()}
+            fingerprints = stage_fingerprints(recipe, len(stages), limit, runtime.identity, named)
             start = resume_point(run_dir, stages, fingerprints, stats, retry_rejects)
             if start == len(stages) and state.get("finished") == fingerprints[-1] and run_dir.dataset_path.exists():
                 with run_dir.dataset_path.open("rb") as handle:

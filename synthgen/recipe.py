@@ -34,6 +34,8 @@ class Recipe(StrictModel):
     seed: int = 0
     prompts_dir: str = "prompts"
     backend: BackendConfig = Field(default_factory=BackendConfig)
+    backends: dict[str, BackendConfig] = Field(default_factory=dict, description="more backends by name, for stages "
+                                               "that name one (`backend: judge`); CLI overrides change only `backend`")
     source: SourceConfig | None = None
     stages: list[dict[str, Any]] = Field(min_length=1)
     run: dict[str, Any] | None = Field(default=None, description="written into frozen recipes (limit, command); not read")
@@ -85,10 +87,11 @@ def recipe_from_data(data: Any, path: str | Path) -> Recipe:
     if not isinstance(data, dict):
         raise ConfigError(source, None, "a recipe is a YAML mapping with name, backend, source and stages")
     recipe = validate(Recipe, data, source)
-    if recipe.backend.sim:
-        from synthgen.sim import SimConfig
+    for where, config in [("backend", recipe.backend), *((f"backends.{n}", c) for n, c in recipe.backends.items())]:
+        if config.sim:
+            from synthgen.sim import SimConfig
 
-        validate(SimConfig, recipe.backend.sim, source, "backend.sim")
+            validate(SimConfig, config.sim, source, f"{where}.sim")
     specs = []
     for index, entry in enumerate(recipe.stages):
         if len(entry) != 1:
@@ -99,5 +102,9 @@ def recipe_from_data(data: Any, path: str | Path) -> Recipe:
         except ConfigError as exc:
             raise ConfigError(source, f"stages[{index}]", exc.message) from None
         specs.append(StageSpec(name, validate(cls.Params, params or {}, source, f"stages[{index}].{name}")))
+        named = getattr(specs[-1].params, "backend", None)  # a stage that asks another backend names it
+        if isinstance(named, str) and named not in recipe.backends:
+            raise ConfigError(source, f"stages[{index}].{name}.backend",
+                              f"no backend named {named!r}; the recipe's `backends:` has {sorted(recipe.backends)}")
     recipe._path, recipe._specs = path, specs
     return recipe

@@ -27,6 +27,7 @@ from synthgen.embedding.encoder import Encoder
 from synthgen.errors import ConfigError, RunDirError
 from synthgen.report_data import RunData, Sample, record_text
 from synthgen.rundir import write_atomic
+from synthgen.stats import reject_example
 
 _COLOURS = {"in": "#9db4d0", "out": "#2f6fad", "rejected": "#d1603d", "seed": "#9a9a9a", "synthetic": "#2f6fad",
             "target": "#c4c4c4", "observed": "#2f6fad"}
@@ -114,10 +115,27 @@ def _rejects(run: RunData) -> str:
     for row in run.rows("rejects.jsonl"):
         examples.setdefault(str(row.get("reason")), row)
     fig = _hbars({"rejected": [reasons[r] for r in ordered]}, ordered, "records rejected")
-    rows = [[r, reasons[r], examples.get(r, {}).get("stage", ""), str(examples.get(r, {}).get("detail") or "")[:240]]
-            for r in ordered]
+    rows = [[r, reasons[r], examples.get(r, {}).get("stage", ""), reject_example(examples.get(r, {}).get("fields") or {}),
+             str(examples.get(r, {}).get("detail") or "")[:240]] for r in ordered]
     alt = "Rejected records by reason: " + ", ".join(f"{r} {reasons[r]}" for r in ordered)
-    return _img(fig, alt) + _table(["reason", "records", "stage", "example detail"], rows)
+    return _img(fig, alt) + _table(["reason", "records", "stage", "first rejected record (shortened)", "its detail"], rows)
+
+
+def _judge_scores(run: RunData) -> str:
+    """Per judge stage, records per score and criterion (`metrics.<stage>.scores` histograms)."""
+    judged = {label: values["scores"] for label, values in (run.stats.get("metrics") or {}).items()
+              if isinstance(values, dict) and values.get("scores")}
+    if not judged:
+        return _missing("no judge stage graded records")
+    parts = []
+    for label, criteria in judged.items():
+        scores = sorted({int(score) for d in criteria.values() for score in d["histogram"]})
+        series = {name: [d["histogram"].get(str(score), 0) for score in scores] for name, d in criteria.items()}
+        alt = f"{label}, records per score: " + "; ".join(
+            f"{name} " + ", ".join(f"{score}: {n}" for score, n in zip(scores, counts, strict=True))
+            for name, counts in series.items())
+        parts.append(f"<h3>{_e(label)}</h3>" + _img(_hbars(series, [str(score) for score in scores], "records"), alt))
+    return "".join(parts)
 
 
 def _lengths(synthetic: Sample, seeds: Sample | None) -> str:
@@ -258,7 +276,7 @@ def _header(run: RunData, records: int) -> str:
               ["tokens (prompt + completion)", tokens.get("prompt", 0) + tokens.get("completion", 0)],
               ["wall time", f"{stats.get('wall_time_s', 0):,.1f} s"]]
     metrics = [[label, name, _value(value)] for label, values in (stats.get("metrics") or {}).items()
-               if isinstance(values, dict) for name, value in values.items()]
+               if isinstance(values, dict) for name, value in values.items() if name != "scores"]  # see _judge_scores
     nav = "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title in _TITLES.items())
     return (f"<h1>Run report: {_e(run.name)}</h1><p>Run directory <code>{_e(run.path)}</code><br>"
             f"Recipe sha256 <code>{_e(run.recipe_hash)}</code></p>{_table(['total', ''], totals)}"
@@ -268,7 +286,7 @@ def _header(run: RunData, records: int) -> str:
 
 _TITLES = {"funnel": "Records per stage", "rejects": "Rejects by reason", "lengths": "Length distributions",
            "coverage": "Taxonomy coverage", "embedding-map": "Embedding map", "duplicates": "Duplicate clusters",
-           "timeline": "Timeline"}
+           "judge": "Judge scores", "timeline": "Timeline"}
 
 
 def build_report(run_dir: Path, out: Path | None = None, encoder: Encoder | None = None, max_points: int = 1000) -> Path:
@@ -281,7 +299,7 @@ def build_report(run_dir: Path, out: Path | None = None, encoder: Encoder | None
     seeds = run.seeds(Sample(max_points, random.Random(seed + 1)))
     bodies = {"funnel": _funnel(run), "rejects": _rejects(run), "lengths": _lengths(synthetic, seeds),
               "coverage": _coverage(run, synthetic), "embedding-map": _embedding_map(synthetic, seeds, encoder, seed, run.path),
-              "duplicates": _duplicates(run), "timeline": _timeline(run)}
+              "duplicates": _duplicates(run), "judge": _judge_scores(run), "timeline": _timeline(run)}
     sections = "".join(f'<section id="{key}"><h2>{_e(_TITLES[key])}</h2>{body}</section>' for key, body in bodies.items())
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>synthgen report: {_e(run.name)}</title>'
             f"<style>{_STYLE}</style></head><body>{_header(run, len(synthetic.lengths))}{sections}</body></html>\n")

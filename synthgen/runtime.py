@@ -34,6 +34,11 @@ class Runtime:
     max_pending: int
     identity: dict[str, Any] = field(default_factory=dict)  # what decides the backend's answers (the cache key's part)
     reorder_limit: int = REORDER_LIMIT
+    named: dict[str, Runtime] = field(default_factory=dict)  # the recipe's `backends:` (e.g. a judge's), by name
+
+    def for_backend(self, name: str | None) -> Runtime:
+        """The runtime of the recipe's backend `name` (`backends:`), or this one (the main backend) for None."""
+        return self if name is None else self.named[name]
 
     def request(self, messages: list[dict[str, str]], sampling: dict[str, Any], seed_parts: Sequence[Any],
                 schema: dict[str, Any] | None = None, sample: int = 0, attempt: int = 0) -> ChatRequest:

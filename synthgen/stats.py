@@ -18,6 +18,15 @@ class StageCounts:
     rejected: int = 0
 
 
+EXAMPLE_CHARS = 200  # a reject's example in the card and the report
+
+
+def reject_example(fields: dict[str, Any]) -> str:
+    """A rejected record's string fields on one line (`name: text | ...`), shortened to EXAMPLE_CHARS."""
+    text = " | ".join(f"{name}: {' '.join(value.split())}" for name, value in fields.items() if isinstance(value, str))
+    return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS - 1] + "…"
+
+
 _SUMMED = {"planned": "planned_requests", "finished": "finished_requests", "reasks": "reasks", "cache_hits": "cache_hits",
            "http_sent": "http_requests", "http_ok": "http_ok", "prompt_tokens": "prompt_tokens",
            "completion_tokens": "completion_tokens"}  # totals() key -> RunStats attribute
@@ -40,6 +49,7 @@ class RunStats:
     completion_tokens: int = 0
     retries: Counter[str] = field(default_factory=Counter)
     rejects: Counter[str] = field(default_factory=Counter)
+    reject_examples: dict[str, str] = field(default_factory=dict)  # reason -> reject_example of its first reject
     stages: dict[str, StageCounts] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
@@ -47,6 +57,12 @@ class RunStats:
     backend: dict[str, Any] = field(default_factory=dict)  # the client's view: server slots, window, timeouts
     started: float = field(default_factory=time.monotonic)
     earlier_wall: float = 0.0  # seconds earlier attempts in the same run directory took
+
+    def count_reject(self, reason: str, fields: dict[str, Any]) -> None:
+        """Count one reject; the first of each reason is kept as its example."""
+        self.rejects[reason] += 1
+        if reason not in self.reject_examples:
+            self.reject_examples[reason] = reject_example(fields)
 
     def stage(self, name: str) -> StageCounts:
         """The counters of stage `name`, created on first use."""
@@ -92,6 +108,7 @@ class RunStats:
                 "retries_by_cause": dict(sorted(self.retries.items())),
             },
             "rejects_by_reason": dict(sorted(self.rejects.items())),
+            "reject_examples": dict(sorted(self.reject_examples.items())),
             "tokens": {"prompt": self.prompt_tokens, "completion": self.completion_tokens},
             "metrics": self.metrics,
             "batches": self.batches,

@@ -31,6 +31,7 @@ class SimConfig(BaseModel, extra="forbid"):
     batch_delay: float = Field(default=0.2, ge=0)  # seconds from creating a batch to its results (OpenAI: up to 24 h)
     batch_failed_items: float = Field(default=0.0, ge=0, le=1)  # share of batch items answered with a 500 (error file)
     batch_expired_items: float = Field(default=0.0, ge=0, le=1)  # share of batch items left undone; any makes it `expired`
+    judge_position_bias: float = Field(default=0.0, ge=0, le=1)  # share of pairwise verdicts for answer A, whatever it is
 
     @field_validator("faults")
     @classmethod

@@ -3,17 +3,24 @@
 An answer is a pure function of its inputs (a key hashed from model + messages + schema, and the request
 seed), so reruns, caches and tests agree. A share of prompts, fixed per prompt, answers the same text to
 every seed (exact duplicates) or nearly the same (two words changed), so dedup stages have real work.
+
+A request whose schema asks for a judge's verdict (a `justification` string plus integer scores, or plus a
+`winner` "A"/"B") about text the prompt wraps in <response>...</response> (<response_a>, <response_b> for two)
+gets `judgement`: scores from the text's `text_quality` (length, placeholders, preambles, repeated sentences),
+so junk scores low; a pairwise verdict picks answer A with probability `position_bias` whatever it says.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from typing import Any
 
 import orjson
 
 from synthgen.hashing import stable_int
+from synthgen.text_stats import find_placeholder
 
 _MAX_DEPTH = 6  # deeper than this, schema instances take their smallest valid shape (recursive schemas end)
 _WORDS = tuple(
@@ -126,3 +133,62 @@ def generate(key: int, seed: int, words: tuple[str, ...], schema: dict[str, Any]
             parts[tweak.randrange(len(parts))] = tweak.choice(_WORDS)
         text = " ".join(parts)
     return text
+
+
+_PREAMBLES = ("i'm sorry", "as an ai", "sure! here is", "sure, here is", "i'm ready to assist", "i cannot")
+_SENTENCE = re.compile(r"[^.!?\n]+")
+
+
+def text_quality(text: str) -> float:
+    """0 (junk) to 1: short answers, placeholders, refusals or preambles and repeated sentences lower it."""
+    words = text.split()
+    if not words:
+        return 0.0
+    quality = min(1.0, len(words) / 30)
+    if find_placeholder(text):
+        quality *= 0.3
+    if any(phrase in text.lower() for phrase in _PREAMBLES):
+        quality *= 0.5
+    sentences = [s.strip().lower() for s in _SENTENCE.findall(text) if s.strip()]
+    if sentences:
+        quality *= len(set(sentences)) / len(sentences)
+    return quality
+
+
+def _wrapped(prompt: str, tag: str) -> str | None:
+    """The text in the prompt's last <tag>...</tag> (an earlier one may be the instructions naming the tag)."""
+    found = re.findall(rf"<{tag}>\s*(.*?)\s*</{tag}>", prompt, re.DOTALL)
+    return found[-1] if found else None
+
+
+def judgement(schema: dict[str, Any], prompt: str, rng: random.Random, position_bias: float) -> str | None:
+    """A judge's verdict on the text(s) `prompt` wraps, if `schema` asks for one (see the module docstring)."""
+    properties = schema.get("properties", {})
+    if properties.get("justification", {}).get("type") != "string":
+        return None
+    others = {name: sub for name, sub in properties.items() if name != "justification"}
+    if set(others) == {"winner"}:
+        first, second = _wrapped(prompt, "response_a"), _wrapped(prompt, "response_b")
+        if first is None or second is None:
+            return None
+        qualities = (text_quality(first), text_quality(second))
+        if rng.random() < position_bias:
+            winner = "A"
+        elif qualities[0] != qualities[1]:
+            winner = "A" if qualities[0] > qualities[1] else "B"
+        else:  # a tie goes to the same text in either order
+            winner = "A" if stable_int(first) <= stable_int(second) else "B"
+        verdict: dict[str, Any] = {"winner": winner}
+        why = f"A scores {qualities[0]:.2f}, B {qualities[1]:.2f} on length, placeholders and repetition."
+    else:
+        text = _wrapped(prompt, "response")
+        if text is None or not others or any(sub.get("type") != "integer" for sub in others.values()):
+            return None
+        quality = text_quality(text)
+        verdict = {}
+        for name, sub in others.items():
+            low, high = sub.get("minimum", 1), sub.get("maximum", 10)
+            nudge = stable_int(name, text) % 3 - 1  # criteria of one answer differ by a point at most
+            verdict[name] = min(high, max(low, low + round(quality * (high - low)) + nudge))
+        why = f"Quality {quality:.2f} from its length ({len(text.split())} words), placeholders and repetition."
+    return orjson.dumps({"justification": why, **verdict}).decode()
