@@ -1,7 +1,7 @@
 """The heuristic quality filters of recipes/quickstart.yaml against hand labels, and their throughput.
 
     python bench/quality_filters.py                         # precision / recall / share dropped, records/s
-    python bench/quality_filters.py --save-from RUN_DIR     # (re)make bench/data/quality_records.jsonl from a run
+    python bench/quality_filters.py --save-from RUN_DIR     # append a run's records to bench/data/quality_records.jsonl
 
 The records (bench/data/quality_records.jsonl) are what the packaged SmolLM2-135M-Instruct wrote for the
 quickstart recipe with its quality and length filters removed (so the set holds every kind of junk): the
@@ -56,12 +56,23 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def save_from(run_dir: Path) -> None:
-    """bench/data/quality_records.jsonl from a run's dataset: id and the three text fields."""
-    rows = [{"id": row["id"], **{k: row["fields"].get(k, "") for k in ("instruction", "input", "response")}}
-            for row in read_jsonl(run_dir / "dataset.jsonl")]
+    """Append a run's dataset (id and the three text fields) to bench/data/quality_records.jsonl.
+
+    The records already there stay, in order and with their ids (their labels refer to them); a run record whose
+    id is already in the file is skipped, so ids stay unique and saving the same run twice adds nothing.
+    """
+    path = DATA / "quality_records.jsonl"
+    existing = read_jsonl(path) if path.exists() else []
+    seen = {row["id"] for row in existing}
+    added = []
+    for row in read_jsonl(run_dir / "dataset.jsonl"):
+        if row["id"] not in seen:
+            seen.add(row["id"])
+            added.append({"id": row["id"], **{k: row["fields"].get(k, "") for k in ("instruction", "input", "response")}})
     DATA.mkdir(parents=True, exist_ok=True)
-    (DATA / "quality_records.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    print(f"{len(rows)} records -> {DATA / 'quality_records.jsonl'}")
+    with path.open("a", encoding="utf-8") as out:
+        out.write("".join(json.dumps(row) + "\n" for row in added))
+    print(f"{len(added)} records added to {path} ({len(existing)} were there, {len(existing) + len(added)} now)")
 
 
 def recipe_filters(drops: dict[str, str]) -> list[Filter]:
@@ -91,7 +102,8 @@ def scores(dropped: set[str], junk: set[str]) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--save-from", type=Path, help="a run directory to take the records from")
+    parser.add_argument("--save-from", type=Path,
+                        help="a run directory whose records are appended (ids already there are skipped)")
     args = parser.parse_args()
     if args.save_from:
         save_from(args.save_from)

@@ -51,3 +51,5 @@ def test_best_of_n_keeps_one_answer_per_instruction(tmp_path: Path, sim: SimServ
     rejects = read_jsonl(out / "rejects.jsonl")
     assert len(rejects) == 3 * prompts and {row["reason"] for row in rejects} == {"not_best"}
     assert len(read_jsonl(out / "export" / "train.jsonl")) == prompts
+    card = (out / "export" / "README.md").read_text(encoding="utf-8")  # the funnel: what each kept record cost
+    assert "| 04-best_of_n | candidates_per_kept | 4.0 |" in card and "## Judge scores" in card
