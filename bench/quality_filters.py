@@ -3,12 +3,15 @@
     python bench/quality_filters.py                         # precision / recall / share dropped, records/s
     python bench/quality_filters.py --save-from RUN_DIR     # append a run's records to bench/data/quality_records.jsonl
 
-The records (bench/data/quality_records.jsonl) are what the packaged SmolLM2-135M-Instruct wrote for the
-quickstart recipe with its quality and length filters removed (so the set holds every kind of junk): the
-instructions its first step wrote for `count: 340` until the run was stopped (a busy shared machine: 293
-completions, of which 270 valid JSON under the recipe's schema), then, as a source file, through the recipe's
-exact and MinHash dedup and its answering step (`template: quickstart/response.j2`, same sampling), with
-`synthgen run <that recipe> --out RUN_DIR`.
+The records (bench/data/quality_records.jsonl, 339) are what the packaged SmolLM2-135M-Instruct wrote for the
+quickstart recipe with its quality and length filters removed (so the set holds every kind of junk), in two runs:
+  - seed 42 (the recipe's), 221 records: the instructions its first step wrote for `count: 340` until the run
+    was stopped (a busy shared machine: 293 completions, of which 270 valid JSON under the recipe's schema),
+    then, as a source file, through the recipe's exact and MinHash dedup and its answering step
+    (`template: quickstart/response.j2`, same sampling), with `synthgen run <that recipe> --out RUN_DIR`;
+  - seed 7, 118 records (appended after them with `--save-from`): the same recipe in one run, `seed: 7`,
+    `count: 135`: 135 valid instructions, 15 exact duplicates dropped (none near-duplicate), 2 answers
+    rejected as truncated at the recipe's `max_tokens: 512`.
 
 Labelling rule, written before labelling (bench/data/quality_labels.jsonl: `{"id", "label", "why"}`). A record
 is **junk** when any of these holds, **usable** otherwise:
