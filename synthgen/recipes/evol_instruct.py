@@ -18,7 +18,6 @@ parent id), so a rerun replays everything from the request cache.
 
 from __future__ import annotations
 
-import random
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from pydantic import Field
 
 from synthgen.backends.base import ChatRequest, Completion
 from synthgen.errors import InputError
-from synthgen.hashing import stable_int
 from synthgen.record import Record, make_record_id
 from synthgen.sampling import SamplingParams
 from synthgen.stages.base import StageContext, StageParams
@@ -129,7 +127,7 @@ class EvolInstruct(LLMStage):
 
     def choose(self, round_: int, record_id: str) -> tuple[Leaf, dict[str, Any]]:
         """The operation (leaf and placeholder values) for evolving `record_id` in round `round_`."""
-        return self.taxonomy.sample(random.Random(stable_int(self.ctx.seed, self.ctx.key, round_, record_id)))
+        return self.taxonomy.sample(self.seeded(round_, record_id))
 
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         pool = [self._root(record) for record in records]

@@ -30,7 +30,6 @@ import orjson
 from pydantic import Field, model_validator
 
 from synthgen.errors import InputError
-from synthgen.hashing import stable_int
 from synthgen.recipes.rouge import RougePool, rouge_tokens
 from synthgen.record import Record, make_record_id
 from synthgen.rundir import write_atomic
@@ -221,7 +220,7 @@ class SelfInstruct(LLMStage):
 
     def _set_demos(self, seeds: list[Task]) -> None:
         """The fixed few-shot examples of the labelling and instance prompts (a prompt prefix shared by all)."""
-        rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, "demos"))
+        rng = self.seeded("demos")
         groups = [[s for s in seeds if s.is_classification], [s for s in seeds if not s.is_classification]]
         shown = [task for group, most in zip(groups, _CLASSIFY_EXAMPLES, strict=True)
                  for task in rng.sample(group, min(most, len(group)))]
@@ -237,7 +236,7 @@ class SelfInstruct(LLMStage):
         p = self.params
         origins = []
         for i in range(p.requests_per_round):
-            rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, number, i))
+            rng = self.seeded(number, i)
             shown = pick_examples(rng, seeds, accepted, p.seed_examples, p.generated_examples)
             origins.append(Candidate(make_record_id(self.ctx.key, number, i), "", number, i, -1, shown))
         variables = [{"examples": [t.instruction for t in c.examples], "max_instructions": p.instructions_per_request}

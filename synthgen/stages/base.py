@@ -97,9 +97,13 @@ class Stage(ABC):
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         """Consume records, yield records (zero, one or many per input)."""
 
+    def seeded(self, *parts: Any) -> random.Random:
+        """A generator seeded by the run's seed, this stage's key and `parts`: the same on every run and machine."""
+        return random.Random(stable_int(self.ctx.seed, self.ctx.key, *parts))
+
     def rng(self, record: Record, *parts: Any) -> random.Random:
-        """A generator seeded by the run's seed, this stage's key, the record's id and `parts`."""
-        return random.Random(stable_int(self.ctx.seed, self.ctx.key, record.id, *parts))
+        """`seeded` for one record: its id, then `parts`."""
+        return self.seeded(record.id, *parts)
 
     @classmethod
     def draw_count(cls, params: StageParams) -> int | None:

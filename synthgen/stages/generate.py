@@ -14,7 +14,6 @@ from typing import Any, cast
 from pydantic import Field, model_validator
 
 from synthgen.errors import InputError, TemplateError
-from synthgen.hashing import stable_int
 from synthgen.record import Record, make_record_id
 from synthgen.sampling import SamplingParams
 from synthgen.stages.base import Prompt, StageContext, StageParams
@@ -120,7 +119,7 @@ class Generate(LLMStage):
         else:
             inputs = ((record, record.id) for record in records)
         for parent, origin in inputs:
-            rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, origin))
+            rng = self.seeded(origin)
             leaf, placeholders = self._sample(rng, parent)
             template = self.templates[leaf.path]
             variables = {**placeholders, "leaf": leaf.path, "record": parent.fields if parent else {}}

@@ -24,7 +24,6 @@ from pydantic import Field, field_validator, model_validator
 
 from synthgen.config import StrictModel
 from synthgen.errors import ConfigError
-from synthgen.hashing import stable_int
 from synthgen.record import Record, make_record_id
 from synthgen.stages.base import Stage, StageParams
 
@@ -94,7 +93,7 @@ class GrammarSource(Stage):
     def run(self, records: Iterable[Record]) -> Iterator[Record]:
         p = self.params
         for index in range(p.count):
-            rng = random.Random(stable_int(self.ctx.seed, self.ctx.key, index))
+            rng = self.seeded(index)
             try:
                 text = expand(p.rules, p.start, rng, p.max_depth)
             except ValueError as exc:
