@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 from rich.table import Table
 
 from synthgen.cli_app import Engine, app, console, guarded, sigterm_as_interrupt, taxonomy_app
+from synthgen.dedup.contamination import DEFAULT_THRESHOLD
 
 
 @app.command()
@@ -37,12 +38,15 @@ def dedup(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="JSONL, Parquet or CSV file, or a saved HF dataset")],
     field: Annotated[list[str], typer.Option(help="field(s) whose joined text is compared; repeatable")],
     out: Annotated[Path, typer.Option(help="kept rows: .jsonl or .parquet; rejects go to OUT.rejects.jsonl")],
-    threshold: Annotated[float, typer.Option(help="Jaccard similarity at or above which a row is dropped")] = 0.8,
+    threshold: Annotated[float, typer.Option(help="near duplicates: Jaccard similarity from which a row is dropped")] = 0.8,
     preset: Annotated[str, typer.Option(help="short (character 5-grams) or document (word 5-grams)")] = "short",
     num_perm: Annotated[int, typer.Option(help="MinHash permutations")] = 128,
     keep: Annotated[str, typer.Option(help="which of a duplicate cluster survives: first or longest")] = "first",
     exact: Annotated[bool, typer.Option(help="drop exact duplicates (normalised text) first")] = True,
-    decontaminate: Annotated[list[Path] | None, typer.Option(help="evaluation file to drop near matches of; repeatable")] = None,
+    decontaminate: Annotated[list[Path] | None, typer.Option(help="evaluation file: drop rows containing its items")] = None,
+    decontaminate_threshold: Annotated[float, typer.Option(
+        help="containment score (word n-grams / word edits) from which a row contains an evaluation item")] = DEFAULT_THRESHOLD,
+    decontaminate_ngram: Annotated[int, typer.Option(help="word n-gram size for evaluation items of 3n+ words")] = 8,
     engine: Annotated[Engine, typer.Option(help="local, or ray (local Ray or cluster at --address)")] = Engine.local,
     address: Annotated[str | None, typer.Option(help="Ray cluster address, e.g. auto")] = None,
     block_size: Annotated[int, typer.Option(min=1, help="rows per Ray block")] = 10_000,
@@ -61,6 +65,7 @@ def dedup(
         params = MinHashDedupParams.model_validate({
             "fields": field, "threshold": threshold, "preset": preset, "num_perm": num_perm, "keep": keep,
             "decontaminate": [{"path": str(path), "fields": field} for path in decontaminate or []],
+            "decontaminate_threshold": decontaminate_threshold, "decontaminate_ngram": decontaminate_ngram,
         })
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]

@@ -35,6 +35,7 @@ class ExportConfig(StrictModel):
     test_size: float | None = Field(default=None, gt=0, lt=1, description="share of rows in a `test` split")
     split_seed: int = 0
     instruction_in_anchor: bool = Field(default=True, description="triplets/pairs: anchor = 'Instruct: ...\\nQuery: ...'")
+    negatives: int | None = Field(default=None, ge=1, le=100, description="triplets: k negative_1..k columns")
     conversational: bool = Field(default=False, description="preference: prompt, chosen, rejected as chat messages")
     push_to_hub: str | None = Field(default=None, description="repo id; the token is read from `token_env`")
     token_env: str = "HF_TOKEN"
@@ -59,12 +60,12 @@ class ExportConfig(StrictModel):
 
 ROLE_DEFAULTS = {
     "instruction": "instruction", "input": "input", "output": "response", "system": "system",
-    "anchor": "anchor", "positive": "positive", "negative": "negative", "text": "text",
+    "anchor": "anchor", "positive": "positive", "negative": "negative", "negatives": "mined_negatives", "text": "text",
     "prompt": "prompt", "chosen": "chosen", "rejected": "rejected",
 }
 LAYOUT_ROLES: dict[str, tuple[str, ...]] = {  # the roles each layout reads, i.e. the keys `fields` may rename
     "records": (), "messages": ("instruction", "input", "output", "system"), "alpaca": ("instruction", "input", "output"),
-    "sharegpt": ("instruction", "input", "output"), "triplets": ("anchor", "positive", "negative"),
+    "sharegpt": ("instruction", "input", "output"), "triplets": ("anchor", "positive", "negative", "negatives"),
     "pairs": ("anchor", "positive"), "text": ("text",), "preference": ("prompt", "chosen", "rejected"),
 }
 
@@ -119,10 +120,23 @@ def _sharegpt(record: Record, config: ExportConfig) -> Row | None:
 
 
 def _triplets(record: Record, config: ExportConfig) -> Row | None:
-    positive, negative = _role(record, config, "positive"), _role(record, config, "negative")
-    if not all(isinstance(v, str) and v for v in (_role(record, config, "anchor"), positive, negative)):
+    """{anchor, positive, negative}; a record with a list of negatives (`mined_negatives`) gets sentence-transformers'
+    n-tuple instead, {anchor, positive, negative_1, ..., negative_k} as MultipleNegativesRankingLoss reads it: its
+    `negative` first, then the list's others. k = `negatives`, a row with fewer distinct negatives skipped (as
+    sentence-transformers' own mining does), so every row has the same columns; unset, k = the list's length
+    (mine_hard_negatives' k, short only where it found fewer)."""
+    positive, negative, listed = (_role(record, config, role) for role in ("positive", "negative", "negatives"))
+    if not all(isinstance(v, str) and v for v in (_role(record, config, "anchor"), positive)):
         return None
-    return {"anchor": _anchor(record, config), "positive": positive, "negative": negative}
+    if not isinstance(listed, list) or not listed:
+        return {"anchor": _anchor(record, config), "positive": positive, "negative": negative} \
+            if isinstance(negative, str) and negative else None
+    distinct = list(dict.fromkeys(v for v in (negative, *listed) if isinstance(v, str) and v))
+    k = config.negatives or len(listed)
+    if len(distinct) < k:
+        return None
+    return {"anchor": _anchor(record, config), "positive": positive,
+            **{f"negative_{i}": text for i, text in enumerate(distinct[:k], 1)}}
 
 
 def _pairs(record: Record, config: ExportConfig) -> Row | None:

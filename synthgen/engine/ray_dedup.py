@@ -52,6 +52,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
 
+from synthgen.dedup.contamination import ContaminationIndex
 from synthgen.dedup.index import Match, NearDuplicateIndex, Verify
 from synthgen.dedup.minhash import MinHasher
 from synthgen.dedup.text import field_text
@@ -139,7 +140,7 @@ def _later_copies(group: pa.Table) -> pa.Table:
     return pa.table({"id": ids[1:], "survivor": ids[:1] * (len(ids) - 1)}, schema=_DROP_SCHEMA)
 
 
-def _sketch_batch(batch: Batch, *, params: MinHashDedupParams, hasher: MinHasher, contamination: NearDuplicateIndex | None,
+def _sketch_batch(batch: Batch, *, params: MinHashDedupParams, hasher: MinHasher, contamination: ContaminationIndex | None,
                   reference: NearDuplicateIndex | None) -> pa.Table:
     """Non-empty records with signature, shingle set (verify exact), rank, and any evaluation / reference match."""
     records = [Record.from_json(line) for line in batch["record"]]
@@ -151,7 +152,7 @@ def _sketch_batch(batch: Batch, *, params: MinHashDedupParams, hasher: MinHasher
         signature = sketches.signatures[i]
         shingles = sketches.shingle_set(i) if params.verify == "exact" else None
         reason, match = "", Match("", 0.0)
-        if contamination is not None and (found := contamination.find(signature, shingles)):
+        if contamination is not None and (found := contamination.find(field_text(record.fields, params.fields))):
             reason, match = "contaminated", found
         elif reference is not None and (found := reference.find(signature, shingles)):
             reason, match = "near_duplicate", found

@@ -1,8 +1,15 @@
-"""Retrieval data after E5 (Wang et al. 2024): validators, the (anchor, positive, negative) mapping, and
-hard-negative mining by embedding similarity with a false-negative guard.
+"""Retrieval data after E5 (Wang et al. 2024): the sampled languages, validators, the (anchor, positive,
+negative) mapping, and hard-negative mining by embedding similarity with a false-negative guard.
 
 The generation itself is two ordinary generate stages over `taxonomies/e5.yaml` (see
 `recipes/e5_retrieval.yaml`); what is here is what a template cannot do.
+
+Why the copy check is token-level and for long queries only: the paper states "avoid copying the query
+verbatim" as a prompt guideline, not a filter. A relevant document naturally contains a short query's words
+("tax", "sourdough starter"), and a character test matches inside words ("cat" in "domesticated"), so a check
+on every query rejects good pairs. A long query (`copy_min_words`, default 8, above the paper's "5 to 15 words"
+median) found as a run of whole words in the positive is a copied span that makes the pair trivial: that one
+is still rejected.
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ from pydantic import Field
 
 from synthgen.dedup.text import normalize
 from synthgen.embedding.encoder import DEFAULT_MODEL
+from synthgen.errors import ConfigError
 from synthgen.record import Record
-from synthgen.stages.base import Filter, MapStage, StageParams, WholeSetStage
+from synthgen.stages.base import Filter, MapStage, StageContext, StageParams, WholeSetStage
 from synthgen.stages.source import Source, SourceConfig
 from synthgen.stages.spill import Spilled
+from synthgen.taxonomy import Taxonomy
 
 # task kind (last segment of the leaf path) -> (query field, positive field, negative field or None)
 TASK_FIELDS: dict[str, tuple[str, str, str | None]] = {
@@ -41,18 +50,66 @@ class TaskParams(StageParams):
     type_field: str = "task_type"
 
 
+class ValidateParams(TaskParams):
+    """A query of at least `copy_min_words` words must not appear word for word in the positive."""
+
+    copy_min_words: int = Field(default=8, ge=1, description="shorter queries are not checked for copying")
+
+
+def contains_words(text: str, span: str) -> bool:
+    """Whether the normalized words of `span` occur as a contiguous run of whole words in `text`."""
+    words = normalize(span)
+    return bool(words) and f" {words} " in f" {normalize(text)} "
+
+
 def task_kind(record: Record, type_field: str) -> str:
     """'short-long', 'sts', ... from a leaf path such as 'asymmetric/short-long'."""
     return str(record.fields.get(type_field, "")).rsplit("/", 1)[-1]
 
 
+class LanguageParams(StageParams):
+    """One language per field in `fields`, all different, drawn by weight from the `languages` taxonomy (each leaf
+    a language: its weight, and its name in a `language` placeholder)."""
+
+    languages: str = "taxonomies/e5_languages.yaml"
+    fields: list[str] = Field(default_factory=lambda: ["language"], min_length=1)
+
+
+class E5Languages(MapStage):
+    """Adds the languages a record's prompt asks for, as the paper samples them: from XLM-R's language list,
+    weighted towards high-resource languages (the weights and their source are in the taxonomy file)."""
+
+    name = "e5_languages"
+    Params = LanguageParams
+    params: LanguageParams
+
+    def __init__(self, params: LanguageParams, ctx: StageContext) -> None:
+        super().__init__(params, ctx)
+        self.languages = Taxonomy.load(ctx.resolve(params.languages))
+        unnamed = [leaf.path for leaf in self.languages.leaves if "language" not in leaf.placeholders]
+        if unnamed or len(self.languages.leaves) < len(params.fields):
+            problem = f"leaf {unnamed[0]!r} has no `language` placeholder" if unnamed else \
+                f"has {len(self.languages.leaves)} languages, fewer than the {len(params.fields)} fields"
+            raise ConfigError(params.languages, None, problem)
+
+    def map(self, record: Record) -> Iterator[Record]:
+        rng = self.rng(record)
+        names: dict[str, str] = {}
+        for field in self.params.fields:
+            language = self.languages.sample(rng)[1]["language"]
+            while language in names.values():  # a different language for each field (bitext: source != target)
+                language = self.languages.sample(rng)[1]["language"]
+            names[field] = language
+        yield Record(record.id, {**record.fields, **names}, record.meta)
+
+
 class E5Validate(Filter):
-    """The paper's checks: every field non-empty, positive differs from negative, and the query is not a
-    verbatim span of the positive."""
+    """The paper's checks: every field non-empty, positive differs from negative, a long query is not copied
+    from the positive, and a classification text does not contain its labels."""
 
     name = "e5_validate"
-    Params = TaskParams
-    params: TaskParams
+    Params = ValidateParams
+    params: ValidateParams
 
     def keep(self, record: Record) -> str | None:
         kind = task_kind(record, self.params.type_field)
@@ -68,8 +125,13 @@ class E5Validate(Filter):
             return "positive_equals_negative"
         if kind in ("sts", "bitext") and query_text in (positive_text, negative_text):
             return "duplicate_sentences"
-        if kind in _SPAN_CHECKED and query_text and query_text in positive_text:
+        if kind in _SPAN_CHECKED and len(query_text.split()) >= self.params.copy_min_words \
+                and contains_words(positive_text, query_text):
             return "query_copied_from_positive"
+        if kind == "long-short":  # the paper: "avoid including the values of the label fields in the input_text"
+            for name in ("label", "misleading_label"):
+                if contains_words(query_text, record.fields[name]):
+                    return f"{name}_in_input"
         return None
 
 

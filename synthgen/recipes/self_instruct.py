@@ -12,7 +12,15 @@ ending in ":" are dropped, then repeats; a task whose same non-empty input got d
 no instance left, is rejected. The loop ends at `target` accepted tasks or after `max_rounds`.
 
 As in the paper, an instruction that passed the ROUGE-L filter stays in the similarity pool even when its
-instances fail later; the generated examples shown in prompts are accepted tasks only.
+instances fail later; the generated examples shown in prompts are accepted tasks only. `requests_per_round`
+defaults to the original's request batch (5): a round must stop short of the target for the bootstrap to
+bootstrap, i.e. for generated tasks to reach later prompts.
+
+The labelling and instance prompts follow the original's (yizhongw/self-instruct) in form: fixed
+demonstrations of their own kind, drawn once per run from the seed tasks (`pick_demos`), except the
+output-first ones, which must show one input per class label and live in their template. Answers are JSON
+(an output schema) where the original parsed free text.
+
 The stage needs the whole seed set before its first request, so it reads its entire input first.
 """
 
@@ -41,8 +49,9 @@ from synthgen.validation import OutputSchema
 BLACKLIST = ("image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw",
              "plot", "go to")
 _BLACKLISTED = re.compile(r"\b(" + "|".join(BLACKLIST) + r")\b", re.IGNORECASE)
-_CLASSIFY_EXAMPLES = (12, 19)  # classification / other seed tasks shown to the labeller, as in the paper
-_DEMOS, _DEMO_CHARS = 3, 400  # worked examples per instance prompt, drawn from seed tasks this short
+_CLASSIFY_EXAMPLES = (12, 19)  # classification / other seed tasks shown to the labeller, as the original's 31
+_INPUT_DEMOS, _NO_INPUT_DEMOS = 8, 4  # input-first demonstrations with / without an input, as the original's 12
+_DEMO_CHARS = 500  # a demonstration's instance at most this long (input + output), to keep the prompt short
 _STEPS = ("instructions", "classify", "instances_input_first", "instances_output_first")
 _CLASSIFY_SCHEMA = {"type": "object", "properties": {"is_classification": {"type": "boolean"}},
                     "required": ["is_classification"], "additionalProperties": False}
@@ -53,7 +62,8 @@ class SelfInstructParams(StageParams):
 
     target: int = Field(default=100, ge=1, description="accepted generated tasks at which the loop stops")
     max_rounds: int = Field(default=20, ge=1)
-    requests_per_round: int = Field(default=32, ge=1)
+    requests_per_round: int = Field(default=5, ge=1, description="the original's request_batch_size: small, so "
+                                    "generated tasks join the prompts of the next rounds")
     instructions_per_request: int = Field(default=8, ge=1, le=64)
     seed_examples: int = Field(default=6, ge=0)
     generated_examples: int = Field(default=2, ge=0)
@@ -165,6 +175,24 @@ def pick_examples(rng: random.Random, seeds: Sequence[Task], generated: Sequence
     return picked
 
 
+def pick_demos(rng: random.Random, seeds: Sequence[Task]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The fixed demonstrations (a prompt prefix shared by all requests) of the labelling prompt (12 classification
+    and 19 other seed tasks, shuffled) and of the input-first instance prompt (8 short seed tasks that are not
+    classification with an input, 4 without one, as the original's)."""
+    groups = [[s for s in seeds if s.is_classification], [s for s in seeds if not s.is_classification]]
+    shown = [task for group, most in zip(groups, _CLASSIFY_EXAMPLES, strict=True)
+             for task in rng.sample(group, min(most, len(group)))]
+    rng.shuffle(shown)
+    labelling = [{"instruction": t.instruction, "is_classification": t.is_classification} for t in shown]
+    short = [t for t in groups[1] if t.instances and all(len(i["input"] + i["output"]) <= _DEMO_CHARS for i in t.instances)]
+    with_input = [t for t in short if all(i["input"] for i in t.instances)]
+    without = [t for t in short if not any(i["input"] for i in t.instances)]
+    demos = [*rng.sample(with_input, min(_INPUT_DEMOS, len(with_input))),
+             *rng.sample(without, min(_NO_INPUT_DEMOS, len(without)))]
+    rng.shuffle(demos)
+    return labelling, [{"instruction": t.instruction, "instances": list(t.instances)} for t in demos]
+
+
 def _schema(item: str, items: dict[str, Any], most: int) -> dict[str, Any]:
     array = {"type": "array", "items": items, "minItems": 1, "maxItems": most}
     return {"type": "object", "properties": {item: array}, "required": [item], "additionalProperties": False}
@@ -201,7 +229,7 @@ class SelfInstruct(LLMStage):
         seeds = [seed_task(record) for record in records]
         if not seeds:
             raise InputError(str(self.ctx.recipe_path), None, "self_instruct needs seed tasks from the recipe's source")
-        self._set_demos(seeds)
+        self.classify_demos, self.input_demos = pick_demos(self.seeded("demos"), seeds)
         pool = RougePool(self.params.rouge_threshold)
         self.texts = [seed.instruction for seed in seeds]
         for seed in seeds:
@@ -217,19 +245,6 @@ class SelfInstruct(LLMStage):
             stop = "target" if len(accepted) >= self.params.target else "max_rounds"
             summary = {"rounds": rounds, "accepted": len(accepted), "target": self.params.target, "stopped_by": stop}
             write_atomic(self.ctx.workdir / f"{self.ctx.label}.summary.json", orjson.dumps(summary))
-
-    def _set_demos(self, seeds: list[Task]) -> None:
-        """The fixed few-shot examples of the labelling and instance prompts (a prompt prefix shared by all)."""
-        rng = self.seeded("demos")
-        groups = [[s for s in seeds if s.is_classification], [s for s in seeds if not s.is_classification]]
-        shown = [task for group, most in zip(groups, _CLASSIFY_EXAMPLES, strict=True)
-                 for task in rng.sample(group, min(most, len(group)))]
-        rng.shuffle(shown)
-        self.classify_demos = [{"instruction": t.instruction, "is_classification": t.is_classification} for t in shown]
-        short = [[t for t in group if t.instances and sum(len(i["input"] + i["output"]) for i in t.instances) <= _DEMO_CHARS]
-                 for group in groups]
-        self.instance_demos = [[{"instruction": t.instruction, "instances": list(t.instances)}
-                                for t in rng.sample(group, min(_DEMOS, len(group)))] for group in short]
 
     def _round(self, number: int, seeds: list[Task], accepted: list[Task], pool: RougePool) -> Iterator[Record]:
         """One round: ask for instructions, filter them, label the survivors, give them instances."""
@@ -264,8 +279,8 @@ class SelfInstruct(LLMStage):
             candidate.is_classification = answer["is_classification"]
             labelled.append(candidate)
         names = [_STEPS[2 + c.is_classification] for c in labelled]
-        variables = [{"demos": self.instance_demos[not c.is_classification], "max_instances": p.max_instances,
-                      "instruction": c.instruction} for c in labelled]
+        variables = [{"demos": self.input_demos, "max_instances": p.max_instances, "instruction": c.instruction}
+                     for c in labelled]  # the output-first template holds its own demonstrations
         for candidate, answer in self._answered(names, labelled, variables):
             kept, dropped, conflict = filter_instances(answer["instances"])
             if conflict is not None:

@@ -1,6 +1,11 @@
 """Dedup stages: exact duplicates of normalised text, and near duplicates by verified MinHash LSH, with
 decontamination against evaluation sets. Each dropped record names the id it duplicates and the similarity.
 
+Decontamination is not near-duplicate detection: a record is `contaminated` when it contains an evaluation
+item, whole or with an edit or two, scored by word n-grams and word edits (`synthgen.dedup.contamination`)
+against its own `decontaminate_threshold` (default 0.9) and `decontaminate_ngram` (8), whatever `threshold`
+and `preset` the near-duplicate check uses.
+
 Shingle presets, and why:
 - `short` (default; instructions, queries, titles): character 5-grams. A 15-word instruction has only 11
   word 5-grams, so one changed word moves Jaccard by ~0.4; its ~100 character 5-grams move smoothly
@@ -28,6 +33,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from synthgen.dedup.contamination import DEFAULT_NGRAM, DEFAULT_THRESHOLD, ContaminationIndex
 from synthgen.dedup.index import Match, NearDuplicateIndex
 from synthgen.dedup.minhash import MinHasher, Shingling, Sketches
 from synthgen.dedup.text import field_text, normalize
@@ -44,7 +50,7 @@ PRESETS: dict[str, tuple[Literal["word", "char"], int]] = {"short": ("char", 5),
 def reject_duplicate(ctx: StageContext, record: Record, reason: str, match: Match, measure: str = "jaccard") -> None:
     """Send `record` to rejects with the id (or evaluation item) it duplicates and the measured similarity."""
     record.meta.update(duplicate_of=match.key, similarity=round(match.similarity, 4))
-    what = "matches evaluation item" if reason == "contaminated" else "duplicate of"
+    what, measure = ("contains evaluation item", "containment") if reason == "contaminated" else ("duplicate of", measure)
     ctx.reject(record, reason, f"{what} {match.key} ({measure} {match.similarity:.3f})")
 
 
@@ -91,7 +97,8 @@ class MinHashDedupParams(StageParams):
     keep: Literal["first", "longest", "score"] = "first"
     score: str | None = None
     decontaminate: list[SourceConfig] = Field(default_factory=list)
-    decontaminate_threshold: float | None = Field(default=None, gt=0, le=1)
+    decontaminate_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0, le=1)
+    decontaminate_ngram: int = Field(default=DEFAULT_NGRAM, ge=2, le=32)
     reference_index: str | None = None
     batch_size: int = Field(default=1024, ge=1)
 
@@ -117,7 +124,8 @@ def keep_priority(params: MinHashDedupParams, record: Record) -> float:
 
 
 class MinHashDedup(Stage):
-    """Drops records whose MinHash-LSH candidates include a verified near duplicate (or an eval-set item)."""
+    """Drops records that contain an evaluation item, then those whose MinHash-LSH candidates include a verified
+    near duplicate."""
 
     name = "minhash_dedup"
     distributed_form = "minhash_dedup"
@@ -147,23 +155,23 @@ class MinHashDedup(Stage):
     def _streaming(self, records: Iterable[Record]) -> Iterator[Record]:
         for batch, sketches in self._sketched(records):
             for i, record in enumerate(batch):
-                verdict = self._verdict(record.id, sketches, i)
+                verdict = self._verdict(record.id, sketches, i, self.contains(record))
                 if verdict is None:
                     yield record
                 else:
                     reject_duplicate(self.ctx, record, *verdict)
 
     def _ranked(self, records: Iterable[Record]) -> Iterator[Record]:
-        ranked: list[tuple[float, int, str, Sketches, int]] = []
+        ranked: list[tuple[float, int, str, Sketches, int, Match | None]] = []
 
         def see(batch: list[Record]) -> None:
             sketches = self._sketch(batch)
             for i, record in enumerate(batch):
-                ranked.append((-keep_priority(self.params, record), len(ranked), record.id, sketches, i))
+                ranked.append((-keep_priority(self.params, record), len(ranked), record.id, sketches, i, self.contains(record)))
 
         with spilled(records, self.ctx.workdir, self.params.batch_size, see) as replay:
             ranked.sort(key=lambda entry: entry[:2])
-            verdicts = {position: self._verdict(key, sketches, i) for _, position, key, sketches, i in ranked}
+            verdicts = {position: self._verdict(key, sketches, i, item) for _, position, key, sketches, i, item in ranked}
             del ranked[:]
             for position, record in enumerate(replay):
                 verdict = verdicts[position]
@@ -172,14 +180,19 @@ class MinHashDedup(Stage):
                 else:
                     reject_duplicate(self.ctx, record, *verdict)
 
-    def _verdict(self, key: str, sketches: Sketches, i: int) -> tuple[str, Match] | None:
-        """None to keep (the record is then indexed), else the reject reason and the match."""
+    def contains(self, record: Record) -> Match | None:
+        """The evaluation item `record` contains, if any (see `synthgen.dedup.contamination`)."""
+        return None if self.contamination is None else self.contamination.find(field_text(record.fields, self.params.fields))
+
+    def _verdict(self, key: str, sketches: Sketches, i: int, item: Match | None) -> tuple[str, Match] | None:
+        """None to keep (the record is then indexed), else the reject reason and the match; `item` is the
+        evaluation item the record contains."""
         if sketches.offsets[i] == sketches.offsets[i + 1]:
             return None  # empty text: nothing to compare (a length filter's job)
+        if item is not None:
+            return "contaminated", item
         signature = sketches.signatures[i]
         shingles = sketches.shingle_set(i) if self.params.verify == "exact" else None
-        if self.contamination is not None and (match := self.contamination.find(signature, shingles)):
-            return "contaminated", match
         if match := self.index.find(signature, shingles):
             return "near_duplicate", match
         self.index.add(key, signature, shingles)
@@ -208,17 +221,12 @@ class MinHashDedup(Stage):
         for key, signature in saved.signatures.items():
             self.index.add(key, signature, saved.shingle_sets.get(key))
 
-    def _eval_index(self) -> NearDuplicateIndex:
+    def _eval_index(self) -> ContaminationIndex:
         """An index of every evaluation item; its keys read `<file>:<line>`."""
-        index = self._new_index(self.params.decontaminate_threshold or self.params.threshold)
+        index = ContaminationIndex(self.params.decontaminate_threshold, self.params.decontaminate_ngram)
         for config in self.params.decontaminate:
             source = Source(config, self.ctx.resolve(config.path))
             names = config.fields or self.params.fields
-            items = iter(source)
-            while batch := list(islice(items, self.params.batch_size)):
-                sketches = self.hasher.sketch([field_text(r.fields, names) for r in batch])
-                for i, item in enumerate(batch):
-                    if sketches.offsets[i] != sketches.offsets[i + 1]:
-                        shingles = sketches.shingle_set(i) if self.params.verify == "exact" else None
-                        index.add(f"{source.path.name}:{item.meta['line']}", sketches.signatures[i], shingles)
+            for item in source:
+                index.add(f"{source.path.name}:{item.meta['line']}", field_text(item.fields, names))
         return index

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic import Field, model_validator
 
@@ -41,6 +41,9 @@ class GenerateParams(StageParams):
     )
     max_retries: int = Field(default=2, ge=0, le=20)
     allow_truncated: bool = False
+    on_failure: Literal["reject", "keep_input"] = Field(
+        default="reject", description="keep_input: a failed request passes its input on with `output` null, "
+                                      "the reason in meta.failure")
 
     @model_validator(mode="after")
     def _one_of_each(self) -> GenerateParams:
@@ -155,6 +158,14 @@ class Generate(LLMStage):
         meta["parents"] = self._parents(job)
         meta["steps"] = [*meta.get("steps", []), step]
         return Record(self._record_id(job), {**base, **answer.fields}, meta)
+
+    def kept_on_failure(self, job: Job, failure: Failure) -> Record | None:
+        if self.params.on_failure != "keep_input" or job.parent is None:
+            return None
+        failed = {"stage": self.ctx.label, "reason": failure.reason, "detail": failure.detail}
+        meta = {**job.parent.meta, "parents": self._parents(job), "failure": failed,
+                "steps": [*job.parent.meta.get("steps", []), self.provenance(failure, leaf=job.leaf.path)]}
+        return Record(self._record_id(job), {**job.parent.fields, self.params.output: None}, meta)
 
     def rejected(self, job: Job, failure: Failure) -> Record:
         fields = dict(job.parent.fields) if job.parent else {}

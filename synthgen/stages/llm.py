@@ -10,7 +10,8 @@ and cache key) up to `max_retries` times, each counted in `stats.reasks`. `prove
 `meta.steps` entry, `reject` writes a failure to rejects with the raw text that caused it.
 
 The default `run` is one ask per item of `asks(records)`, each answer a record (`build`), each failure a
-reject (`rejected`); stages with rounds or several steps per record override `run` and call `answers`.
+reject (`rejected`) unless `kept_on_failure` passes a record on in its place (generate's `on_failure:
+keep_input`); stages with rounds or several steps per record override `run` and call `answers`.
 """
 
 from __future__ import annotations
@@ -214,6 +215,8 @@ class LLMStage(Stage):
         for item, outcome in self.answers(self.asks(records)):
             if isinstance(outcome, Answer):
                 yield self.build(item, outcome)
+            elif (kept := self.kept_on_failure(item, outcome)) is not None:
+                yield kept
             else:
                 self.reject(self.rejected(item, outcome), outcome)
 
@@ -227,6 +230,10 @@ class LLMStage(Stage):
         record: Record = item
         meta = {**record.meta, "parents": [record.id], "steps": [*record.meta.get("steps", []), self.provenance(answer)]}
         return Record(make_record_id(record.id, self.ctx.key, answer.ask.sample), {**record.fields, **answer.fields}, meta)
+
+    def kept_on_failure(self, item: Any, failure: Failure) -> Record | None:
+        """The record passed on in place of a failed ask's (the default `run` rejects the failure when None)."""
+        return None
 
     def rejected(self, item: Any, failure: Failure) -> Record:
         """The record rejects.jsonl gets for a failure: by default the input's fields and the failed step."""

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synthgen.record import Record, make_record_id
 from synthgen.stages.base import MapStage, StageParams
 
 
 class ExplodeParams(StageParams):
-    """`field` holds a list; each item becomes a record with the item in `into` (default: the same name)."""
+    """`field` holds a list; each item becomes a record with the item in `into` (default: the same name), or, with
+    `merge`, the item's keys as fields (a list of {input, output} objects becomes flat input / output rows)."""
 
     field: str
     into: str | None = None
+    merge: bool = False
     max_items: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ExplodeParams:
+        if self.merge and self.into is not None:
+            raise ValueError("give `into` (the field an item goes to) or `merge: true` (an item's keys become fields), not both")
+        return self
 
 
 class Explode(MapStage):
@@ -32,10 +40,15 @@ class Explode(MapStage):
         if not isinstance(items, list) or not items:
             self.ctx.reject(record, "no_items", f"field {self.params.field!r} is not a non-empty list")
             return
+        items = items[: self.params.max_items]
+        if self.params.merge and not all(isinstance(item, dict) for item in items):
+            self.ctx.reject(record, "item_not_a_mapping", f"field {self.params.field!r} has an item that is not an object")
+            return
         rest = {k: v for k, v in record.fields.items() if k != self.params.field}
-        for index, item in enumerate(items[: self.params.max_items]):
+        for index, item in enumerate(items):
             meta = {**record.meta, "parents": [record.id], "item": index}
-            yield Record(make_record_id(record.id, self.ctx.key, index), {**rest, into: item}, meta)
+            fields = {**rest, **item} if self.params.merge else {**rest, into: item}  # an item's key wins over the record's
+            yield Record(make_record_id(record.id, self.ctx.key, index), fields, meta)
 
 
 class SelectParams(StageParams):

@@ -86,3 +86,18 @@ def test_dedup_command_reports_bad_input(tmp_path: Path) -> None:
     assert result.returncode == 2 and "bad.jsonl:2: not valid JSON" in result.stderr
     assert not list(tmp_path.glob("o.jsonl*"))
     shutil.rmtree(tmp_path)
+
+
+def test_dedup_command_decontaminates_with_its_own_threshold(tmp_path: Path) -> None:
+    evaluation = write(tmp_path / "eval.jsonl", '{"text": "How do I reset my card PIN today?"}\n')
+    rows = [{"text": "How do I reset my card PIN now?"}, {"text": "How do I reset my password?"},
+            {"text": "How do I reset my password ?"}]
+    source = write(tmp_path / "in.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    for extra, contaminated in (([], [1]), (["--decontaminate-threshold", "1.0"], [])):
+        out = tmp_path / "kept.jsonl"
+        result = synthgen("dedup", str(source), "--field", "text", "--out", str(out), "--decontaminate", str(evaluation), *extra)
+        assert result.returncode == 0, result.stderr
+        rejects = read_jsonl(out.with_name(out.name + ".rejects.jsonl"))
+        assert [r["line"] for r in rejects if r["reason"] == "contaminated"] == contaminated
+        assert [(r["line"], r["reason"]) for r in rejects if r["reason"] != "contaminated"] == [(3, "exact_duplicate")]
+        assert all("containment" in r["detail"] for r in rejects if r["reason"] == "contaminated")

@@ -32,16 +32,20 @@ def test_styled_paraphrase(tmp_path: Path) -> None:
 
 
 def test_reformatting_is_verified_by_cosine(tmp_path: Path) -> None:
+    """The simulator's rewrites drift in meaning: the shipped recipe keeps each original answer instead, marked."""
     recipe = load_recipe("recipes/reformat.yaml").with_backend(kind="sim", sim={"latency": 0.0})
     strict = run_recipe(recipe, tmp_path / "strict", limit=6)
-    rejects = read_jsonl(strict.run_dir.rejects_path)
-    assert read_jsonl(strict.run_dir.dataset_path) == [] and {r["reason"] for r in rejects} == {"drifted_meaning"}
-    assert all("cosine" in r["detail"] for r in rejects)
-    text = Path("recipes/reformat.yaml").read_text().replace("min_cosine: 0.8", "min_cosine: -1.0")
+    rows = read_jsonl(strict.run_dir.dataset_path)
+    assert read_jsonl(strict.run_dir.rejects_path) == [] and len(rows) == 6
+    assert all(r["fields"]["reformatted"] == r["fields"]["response"] and r["meta"]["kept_original"]["reason"] in {"drifted_meaning", "too_short"}
+               for r in rows)
+    assert any("cosine" in r["meta"]["kept_original"]["detail"] for r in rows)
+    text = Path("recipes/reformat.yaml").read_text().replace("min_cosine: 0.8, min_length_ratio: 0.5", "min_cosine: -1.0")
     loose_path = tmp_path / "recipes" / "loose.yaml"
     loose_path.parent.mkdir()
     loose_path.write_text(text.replace("path: data/answers.jsonl", f"path: {Path('recipes/data/answers.jsonl').resolve()}"))
     loose = run_recipe(load_recipe(loose_path).with_backend(kind="sim", sim={"latency": 0.0}), tmp_path / "loose", limit=6)
     rows = read_jsonl(loose.run_dir.dataset_path)
     assert len(rows) == 6 and all(-1 <= r["meta"]["scores"]["cosine_reformatted_response"] <= 1 for r in rows)
+    assert not any("kept_original" in r["meta"] for r in rows)
     assert loose.stats.http_requests == 6

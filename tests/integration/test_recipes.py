@@ -35,7 +35,9 @@ def test_e5_retrieval_recipe(tmp_path: Path) -> None:
         brainstorm, example = row["meta"]["steps"]
         assert brainstorm["template"] == "e5/brainstorm.j2" and brainstorm["leaf"] == fields["task_type"]
         assert example["template"].startswith("e5/") and example["leaf"] == fields["task_type"]
-        assert set(example["placeholders"]) >= {"query_type", "query_length", "clarity", "num_words", "difficulty", "language"}
+        wanted = {"asymmetric/short-long": {"query_type", "query_length", "clarity", "num_words", "difficulty"},
+                  "asymmetric/long-short": {"num_words", "clarity", "difficulty"}}  # the paper's; languages: e5_languages
+        assert set(example["placeholders"]) == wanted.get(fields["task_type"], set())
         assert example["sampling"]["temperature"] == 1.0 and example["sampling"]["top_p"] == 1.0
     assert all(r["reason"] for r in rejects)
 
@@ -53,7 +55,11 @@ def test_wrap_rephrase_recipe(tmp_path: Path) -> None:
     synthetic = [r for r in rows if r["fields"]["kind"] == "synthetic"]
     assert {r["fields"]["style"] for r in synthetic} <= {"easy", "medium", "hard", "qa"}
     for row in synthetic:
-        assert row["meta"]["chunks_kept"] == row["meta"]["chunks_total"]
-    assert {r["reason"] for r in rejects} <= {"lost_content", "incomplete_document"}
+        wrap = row["meta"]["wrap"]
+        assert wrap["chunks_rewritten"] + len(wrap["kept_original"]) == wrap["chunks_total"]
+    assert {r["reason"] for r in rejects} <= {"lost_content", "incomplete_document", "all_chunks_lost"}
+    pair_rejects = [r for r in rejects if r["reason"] != "lost_content"]
+    assert len(synthetic) + len(pair_rejects) == 4  # one style per document, every document accounted for
+    assert len({r["fields"]["text"] for r in rows if r["fields"]["kind"] == "real"}) == kinds["real"]  # no repeats
     stats = json.loads((tmp_path / "run" / "stats.json").read_text())
     assert stats["stages"]["00-wrap_chunk"]["records_in"] == 4

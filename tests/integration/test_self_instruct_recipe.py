@@ -31,15 +31,15 @@ def sim_recipe(tmp_path: Path, stage: dict[str, object], sim: str = "{latency: 0
 def test_repo_recipe_finds_the_seed_tasks() -> None:
     recipe = load_recipe(REPO / "recipes" / "self_instruct.yaml")
     assert recipe.source is not None and recipe.resolve(recipe.source.path).is_file()
-    assert [spec.name for spec in recipe.stage_specs] == ["self_instruct", "exact_dedup"]
+    assert [spec.name for spec in recipe.stage_specs] == ["self_instruct", "exact_dedup", "explode", "select_fields"]
 
 
 def test_bootstrap_run_then_cached_rerun(tmp_path: Path) -> None:
     # 8 requests of 1-2 instructions: ~10 survivors a round, so the loop needs rounds with generated examples
     recipe = sim_recipe(tmp_path, {"target": 15, "requests_per_round": 8, "instructions_per_request": 2})
     result = run_recipe(recipe, tmp_path / "run")
-    rows = read_jsonl(result.run_dir.dataset_path)
-    assert len(rows) == result.records == 15
+    rows = read_jsonl(result.run_dir.checkpoints / "01-exact_dedup.jsonl")  # the tasks, before explode makes instance rows
+    assert len(rows) == 15 and result.records == sum(len(row["fields"]["instances"]) for row in rows)
     assert result.stats.http_requests > 30
     assert recipe.source is not None
     seeds = {record.id for record in Source(recipe.source, recipe.resolve(recipe.source.path))}
@@ -75,7 +75,8 @@ def test_broken_answers_are_rejects_and_max_rounds_stops_the_loop(tmp_path: Path
     recipe = sim_recipe(tmp_path, {"target": 1000, "max_rounds": 2, "requests_per_round": 6}, sim)
     result = run_recipe(recipe, tmp_path / "run")
     summary = json.loads((result.run_dir.checkpoints / "00-self_instruct.summary.json").read_text())
-    assert summary == {"rounds": 2, "accepted": result.records, "target": 1000, "stopped_by": "max_rounds"}
+    accepted = len(read_jsonl(result.run_dir.checkpoints / "00-self_instruct.jsonl"))
+    assert summary == {"rounds": 2, "accepted": accepted, "target": 1000, "stopped_by": "max_rounds"}
     reasons = {r["reason"] for r in read_jsonl(result.run_dir.rejects_path)}
     assert {"backend_http_500", "too_few_words"} <= reasons and reasons & {"invalid_json", "schema_mismatch"}
     assert reasons <= REASONS | {"backend_http_500"}

@@ -140,3 +140,20 @@ def test_planted_corpus_precision_and_recall(tmp_path: Path) -> None:
         params = MinHashDedupParams(threshold=threshold)
         result = quality(dropped_by(params, texts, tmp_path), exact_greedy_drops(texts, params.shingling(), threshold))
         assert result.truth > 5 and result.precision >= 0.95 and result.recall >= 0.95, (threshold, result)
+
+
+def test_decontamination_catches_edited_copies_with_its_own_threshold(tmp_path: Path) -> None:
+    """One edit in an 8-word query (character 5-gram Jaccard ~0.6): `contaminated` under the containment check,
+    whatever the near-duplicate `threshold`; `decontaminate_threshold` alone moves the decision (two edits
+    from 0.75 down, none at 1.0)."""
+    write(tmp_path / "eval.jsonl", '{"question": "How do I reset my card PIN today?"}\n')
+    rows = records("How do I reset my card PIN now?", "How do I reset card my PIN today?",
+                   "How do I reset my password?", "Please help: I cannot reset my card PIN at the ATM today",
+                   "How can I reset my card PIN now?")
+    for threshold, dropped in ((0.75, ["r0", "r1", "r4"]), (0.9, ["r0", "r1"]), (1.0, [])):
+        rejects: list[tuple[Record, str]] = []
+        params = MinHashDedupParams.model_validate({"decontaminate": [{"path": "eval.jsonl", "fields": ["question"]}],
+                                                    "threshold": 0.99, "decontaminate_threshold": threshold})
+        list(MinHashDedup(params, context(tmp_path, rejects)).run(rows))
+        assert [(r.id, reason, r.meta["duplicate_of"]) for r, reason in rejects] == [(key, "contaminated", "eval.jsonl:1")
+                                                                                    for key in dropped]

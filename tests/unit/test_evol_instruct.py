@@ -12,6 +12,7 @@ import pytest
 from synthgen.aio import LoopThread
 from synthgen.backends.base import ChatRequest, Completion
 from synthgen.errors import InputError, RetryableBackendError
+from synthgen.recipe import load_recipe
 from synthgen.recipes.evol_instruct import (
     EvolInstruct,
     EvolInstructParams,
@@ -120,6 +121,10 @@ class ScriptedBackend:
             return Completion("Sorry, I can't do that.")
         if "MUTE" in user:
             return Completion("It is what it is, and so on!")
+        if "YESNO" in user:
+            return Completion("No.")
+        if "LONG" in user:
+            return Completion("Step one: gather the data. Step two: sort it by", finish_reason="length")
         return Completion("Tides follow the Moon: its gravity raises a bulge of water on the near and far sides.")
 
     async def aclose(self) -> None:
@@ -153,7 +158,7 @@ def test_pool_over_rounds(runtime: Runtime) -> None:
     records = list(make_stage(runtime=runtime, rejects=rejects, rounds=2).run(seed_records()))
     first, second = records
     assert first.meta["evol"] == {"root": "ok", "parent": "ok", "operation": first.meta["evol"]["operation"], "round": 1,
-                                  "depth": 1}
+                                  "depth": 1, "truncated": False}
     assert second.meta["evol"]["parent"] == first.id and second.meta["evol"]["depth"] == 2
     assert {first.meta["evol"]["operation"], second.meta["evol"]["operation"]} <= OPERATIONS
     assert second.fields == {"instruction": SEEDS["ok"] + " Then justify each step." * 2, "response": first.fields["response"]}
@@ -183,3 +188,53 @@ def test_missing_instruction_stops_with_the_input_line(runtime: Runtime) -> None
     bad = Record("x", {"text": "no instruction here"}, {"source": "seeds.jsonl", "line": 3})
     with pytest.raises(InputError, match=r"seeds.jsonl:3.*'instruction'"):
         list(make_stage(runtime=runtime).run([bad]))
+
+
+@pytest.mark.parametrize("answer", ["Yes.", "No.", "OK", "okay!", "Yes, it is.", "No, it is not."])
+def test_yes_no_and_ok_answers_are_not_stop_words(answer: str) -> None:
+    assert not is_stop_words_only(answer) and eliminate(False, answer) is None
+
+
+def test_answer_budget_is_the_reference_codes_2048_tokens() -> None:
+    assert EvolInstructParams().answer_sampling.max_tokens == 2048
+    recipe = load_recipe(REPO / "recipes" / "evol_instruct.yaml")
+    params = recipe.stage_specs[0].params
+    assert isinstance(params, EvolInstructParams) and params.answer_sampling.max_tokens == 2048
+
+
+def test_truncated_and_yes_no_answers_keep_their_evolution(runtime: Runtime) -> None:
+    seeds = [Record("long", {"instruction": "LONG plan for a research project."}),
+             Record("yesno", {"instruction": "YESNO: is the Moon larger than Mars?"})]
+    rejects: list[tuple[Record, str]] = []
+    records = {r.meta["evol"]["root"]: r for r in make_stage(runtime=runtime, rejects=rejects, rounds=1).run(seeds)}
+    assert rejects == [] and set(records) == {"long", "yesno"}
+    assert records["long"].meta["evol"]["truncated"] is True and records["long"].fields["response"].endswith("sort it by")
+    assert records["yesno"].meta["evol"]["truncated"] is False and records["yesno"].fields["response"] == "No."
+
+
+def test_input_is_appended_to_the_instruction_as_in_the_reference_code(runtime: Runtime) -> None:
+    seed = Record("s", {"instruction": "Sort the numbers below.", "input": "3, 1, 2"})
+    records = list(make_stage(runtime=runtime, rounds=1, keep_input=True).run([seed]))
+    backend = runtime.backend
+    assert isinstance(backend, ScriptedBackend)
+    evolve, judge = (next(r.messages[-1]["content"] for r in backend.requests if marker in r.messages[-1]["content"])
+                     for marker in ("#Given Prompt#", "First instruction:"))
+    assert "#Given Prompt#:\nSort the numbers below.\n3, 1, 2" in evolve
+    assert "First instruction:\nSort the numbers below.\n3, 1, 2\n" in judge
+    (evolved,) = records
+    assert evolved.fields["instruction"] == "Sort the numbers below.\n3, 1, 2 Then justify each step."
+    assert "input" not in evolved.fields  # the input lives in the evolved instruction now
+    assert load_recipe(REPO / "recipes" / "evol_instruct.yaml").source.fields is None  # type: ignore[union-attr]
+
+
+def test_include_originals_answers_them(runtime: Runtime) -> None:
+    seeds = [*seed_records(), Record("input", {"instruction": "Sort the numbers below.", "input": "3, 1, 2"})]
+    records = list(make_stage(runtime=runtime, rounds=1, include_originals=True).run(seeds))
+    originals = [r for r in records if r.meta["evol"]["round"] == 0]
+    assert [r.id for r in originals] == [s.id for s in seeds]
+    assert all(isinstance(r.fields.get("response"), str) and r.fields["response"] for r in originals)
+    assert originals[-1].fields["input"] == "3, 1, 2" and originals[-1].meta["steps"][0]["round"] == 0
+    backend = runtime.backend
+    assert isinstance(backend, ScriptedBackend)
+    asked = [r.messages[-1]["content"] for r in backend.requests if not r.schema]
+    assert "Sort the numbers below.\n3, 1, 2" in asked

@@ -67,6 +67,20 @@ def test_layout_contents_and_split_stability(tmp_path: Path) -> None:
     assert missing.skipped == 1 and missing.rows == {"train": 0}
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_triplets_keep_every_mined_negative(tmp_path: Path, fmt: str) -> None:
+    """Mined negatives become sentence-transformers' n-tuple columns, the record's own negative first."""
+    records = [Record("filled", {"anchor": "q0", "positive": "p0", "negative": "m1", "mined_negatives": ["m1", "m2", "m3"]}),
+               Record("own", {"anchor": "q1", "positive": "p1", "negative": "gen", "mined_negatives": ["m1", "m2", "m3"]})]
+    config = ExportConfig(layout="triplets", format=fmt, instruction_in_anchor=False)  # type: ignore[arg-type]
+    rows = load(export_records(records, config, tmp_path / "a").path, fmt)["train"].to_list()
+    assert rows == [{"anchor": "q0", "positive": "p0", "negative_1": "m1", "negative_2": "m2", "negative_3": "m3"},
+                    {"anchor": "q1", "positive": "p1", "negative_1": "gen", "negative_2": "m1", "negative_3": "m2"}]
+    four = export_records(records, config.model_copy(update={"negatives": 4}), tmp_path / "b")
+    assert four.rows == {"train": 1} and four.skipped == 1  # "filled" has 3 distinct negatives, not 4
+    assert load(four.path, fmt)["train"].column_names == ["anchor", "positive", "negative_1", "negative_2", "negative_3", "negative_4"]
+
+
 def test_push_to_hub_needs_a_token_before_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with pytest.raises(ConfigError, match="set the HF_TOKEN environment variable"):

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import random
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from synthgen.errors import ConfigError, InputError
+from synthgen.pipeline import run_recipe
+from synthgen.prompts import PromptLibrary
 from synthgen.recipe import load_recipe
 from synthgen.recipes.rouge import RougePool, naive_most_similar, rouge_l, rouge_tokens
 from synthgen.recipes.self_instruct import (
@@ -16,11 +26,15 @@ from synthgen.recipes.self_instruct import (
     Task,
     filter_instances,
     instruction_verdict,
+    pick_demos,
     pick_examples,
     seed_task,
 )
 from synthgen.record import Record
-from tests.conftest import write
+from synthgen.sim import SimServer
+from synthgen.stages.base import StageContext
+from synthgen.stages.transform import Explode, ExplodeParams
+from tests.conftest import REPO, read_jsonl, synthgen, write
 
 
 def verdict(text: str) -> str | None:
@@ -153,3 +167,149 @@ def test_params_are_checked(tmp_path: Path) -> None:
         path = write(tmp_path / "r.yaml", f"name: x\nsource: {{path: s.jsonl}}\nstages:\n  - self_instruct: {{{bad}}}\n")
         with pytest.raises(ConfigError, match=message):
             load_recipe(path)
+
+
+@contextmanager
+def recording_proxy(target: str, bodies: list[dict[str, object]]) -> Iterator[str]:
+    """A real HTTP server in front of `target` (a base URL) that keeps every JSON request body it forwards."""
+
+    class Forward(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the client expects
+
+        def _forward(self, body: bytes | None) -> None:
+            request = urllib.request.Request(target.removesuffix("/v1") + self.path, body, method=self.command,
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    status, raw = answer.status, answer.read()
+            except urllib.error.HTTPError as error:
+                status, raw = error.code, error.read()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self._forward(None)
+
+        def do_POST(self) -> None:  # noqa: N802
+            raw = self.rfile.read(int(self.headers["Content-Length"]))
+            bodies.append(json.loads(raw))
+            self._forward(raw)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_shipped_settings_put_generated_instructions_into_later_prompts(sim: SimServer, tmp_path: Path) -> None:
+    recipe = load_recipe(REPO / "recipes" / "self_instruct.yaml")
+    bodies: list[dict[str, object]] = []
+    with recording_proxy(sim.base_url, bodies) as url:
+        result = run_recipe(recipe.with_backend(base_url=url), tmp_path / "run")
+    seeds = {row["instruction"] for row in read_jsonl(REPO / "recipes" / "data" / "self_instruct_seed_tasks.jsonl")}
+    accepted = {row["fields"]["instruction"] for row in read_jsonl(result.run_dir.checkpoints / "00-self_instruct.jsonl")}
+    shown = []  # the example instructions of each instruction-generation prompt, in the order sent
+    for body in bodies:
+        prompt = body["messages"][-1]["content"]  # type: ignore[index]
+        if "Come up with new ones" in prompt:
+            shown.append(re.findall(r"^Task \d+: (.+)$", prompt, re.MULTILINE))
+    generated = [[text for text in examples if text not in seeds] for examples in shown]
+    assert all(len(examples) == 8 for examples in shown)
+    assert generated[0] == [] and sum(bool(g) for g in generated) >= len(shown) // 2
+    assert all(len(g) <= 2 and set(g) <= accepted for g in generated)  # 6 seed + 2 machine-generated, once there are some
+    summary = json.loads((result.run_dir.checkpoints / "00-self_instruct.summary.json").read_text())
+    assert summary["rounds"] >= 3 and summary["stopped_by"] == "target"
+
+
+def seed_tasks() -> list[Task]:
+    rows = read_jsonl(REPO / "recipes" / "data" / "self_instruct_seed_tasks.jsonl")
+    return [seed_task(Record(str(row["id"]), row)) for row in rows]
+
+
+def demo_blocks(prompt: str) -> list[str]:
+    """The demonstration tasks of a rendered prompt: the text after each 'Task:' but the last (the one asked)."""
+    return prompt.split("\nTask: ")[1:-1]
+
+
+def test_classification_prompt_is_the_originals_question_with_31_labelled_seed_tasks() -> None:
+    labelling, _ = pick_demos(random.Random(0), seed_tasks())
+    messages = PromptLibrary(REPO / "prompts").render("self_instruct/classify.j2",
+                                                      {"examples": labelling, "instruction": "Sort the list."})
+    assert [m["role"] for m in messages] == ["user"]  # no definition of our own ahead of the demonstrations
+    prompt = messages[0]["content"]
+    assert prompt.startswith("Can the following task be regarded as a classification task with finite output labels?")
+    assert prompt.count("Is it classification? Yes\n") == 12 and prompt.count("Is it classification? No\n") == 19
+    assert "Task: Sort the list.\nIs it classification?\n" in prompt
+
+
+def test_input_first_prompt_shows_numbered_examples_and_tasks_without_input() -> None:
+    _, demos = pick_demos(random.Random(0), seed_tasks())
+    assert pick_demos(random.Random(0), seed_tasks())[1] == demos  # fixed for a run: a shared prompt prefix
+    prompt = PromptLibrary(REPO / "prompts").render("self_instruct/instances_input_first.j2", {
+        "demos": demos, "max_instances": 5, "instruction": "Sort the list."})[0]["content"]
+    assert prompt.startswith("Come up with examples for the following tasks.")
+    blocks = demo_blocks(prompt)
+    assert len(blocks) == 12 and "(empty)" not in prompt
+    assert sum(block.split("\n")[1].startswith("Output: ") for block in blocks) == 4  # no input: the output directly
+    assert sum(block.split("\n")[1:3] == ["Example 1", block.split("\n")[2]] and block.split("\n")[2].startswith("Input: ")
+               for block in blocks) == 8
+
+
+def test_output_first_prompt_demonstrates_one_input_per_class_label() -> None:
+    prompt = PromptLibrary(REPO / "prompts").render("self_instruct/instances_output_first.j2", {
+        "max_instances": 5, "instruction": "Is the review positive?"})[0]["content"]
+    seeds = {task.instruction: task for task in seed_tasks() if task.is_classification}
+    blocks = demo_blocks(prompt)
+    assert len(blocks) >= 6
+    for block in blocks:
+        labels = re.findall(r"^Class label: (.+)$", block, re.MULTILINE)
+        instruction = block.split("\n")[0]
+        if "\nInput: " in block:  # every label gets its own input, and the seed task's own instance is among them
+            assert len(set(labels)) == len(labels) >= 2 and block.count("\nInput: ") == len(labels)
+            assert seeds[instruction].instances[0]["output"] == labels[0]
+            assert seeds[instruction].instances[0]["input"] in block
+        else:
+            assert len(labels) == 1  # a task without input: its label only
+    assert prompt.rstrip().endswith('"input": "<input with that label, or empty when the task needs none>"}, ...]}.')
+
+
+def test_explode_merge_makes_one_flat_record_per_object(tmp_path: Path) -> None:
+    rejects: list[tuple[str, str]] = []
+    ctx = StageContext(label="02-explode", index=2, seed=0, recipe_path=tmp_path / "r.yaml", prompts_dir=tmp_path,
+                       resolve=lambda name: tmp_path / name, reject=lambda r, reason, detail: rejects.append((r.id, reason)))
+    stage = Explode(ExplodeParams(field="instances", merge=True), ctx)
+    task = Record("t1", {"instruction": "Add.", "instances": [{"input": "1+1", "output": "2"}, {"input": "", "output": "3"}]})
+    odd = Record("t2", {"instruction": "Odd.", "instances": [{"input": "a", "output": "b"}, "c"]})
+    rows = list(stage.run([task, odd]))
+    assert [row.fields for row in rows] == [{"instruction": "Add.", "input": "1+1", "output": "2"},
+                                            {"instruction": "Add.", "input": "", "output": "3"}]
+    assert [row.meta["parents"] for row in rows] == [["t1"], ["t1"]] and rows[0].id != rows[1].id
+    assert rejects == [("t2", "item_not_a_mapping")]
+    with pytest.raises(ValueError, match="not both"):
+        ExplodeParams(field="instances", into="instance", merge=True)
+
+
+def test_self_instruct_run_exports_one_row_per_instance(tmp_path: Path) -> None:
+    recipe = load_recipe(REPO / "recipes" / "self_instruct.yaml")
+    result = run_recipe(recipe.with_backend(kind="sim"), tmp_path / "run")
+    tasks = read_jsonl(result.run_dir.checkpoints / "01-exact_dedup.jsonl")
+    instances = [(t["fields"]["instruction"], i["input"], i["output"]) for t in tasks for i in t["fields"]["instances"]]
+    assert len(tasks) == 100 and len(instances) > len(tasks)
+    for layout in ("alpaca", "messages", "sharegpt"):
+        done = synthgen("export", str(result.run_dir.path), "--layout", layout, "--out", str(tmp_path / layout))
+        assert done.returncode == 0, done.stderr
+        rows = read_jsonl(tmp_path / layout / "train.jsonl")
+        assert len(rows) == len(instances), layout
+    alpaca = read_jsonl(tmp_path / "alpaca" / "train.jsonl")
+    assert sorted((r["instruction"], r["input"], r["output"]) for r in alpaca) == sorted(instances)
