@@ -1,4 +1,6 @@
 """Request cache: finished completions stored in SQLite (WAL) by content key, written as each arrives.
+On a network filesystem (a cluster's shared run directory) the database uses SQLite's rollback journal with full
+syncs instead, since WAL's shared memory does not reach across hosts (`synthgen.filesystems`).
 
 A re-run, or a run resumed after a crash, replays every finished request from here at no cost.
 Only the completion is stored, never headers or credentials.
@@ -21,6 +23,7 @@ from typing import Any
 
 from synthgen.backends.base import Backend, ChatRequest, Completion
 from synthgen.errors import RunDirError
+from synthgen.filesystems import is_network_filesystem
 from synthgen.hashing import content_hash
 from synthgen.stats import RunStats
 
@@ -39,10 +42,11 @@ LOCK_WAIT_S = 60.0  # how long opening or writing waits for another process's tr
 
 
 def connect(path: Path, schema: str, what: str) -> sqlite3.Connection:
-    """An autocommit SQLite connection in WAL mode with `schema` (one CREATE TABLE) applied, usable from any
-    thread. A damaged, foreign or locked file raises RunDirError naming `what` (e.g. 'request cache') and the fix;
-    the file is never deleted or changed. Several processes may share one file (the Ray engine's workers): opening
-    and writing wait up to LOCK_WAIT_S for another's transaction before the file counts as locked."""
+    """An autocommit SQLite connection in WAL mode (rollback journal on a network filesystem) with `schema` (one
+    CREATE TABLE) applied, usable from any thread. A damaged, foreign or locked file raises RunDirError naming
+    `what` (e.g. 'request cache') and the fix; the file is never deleted or changed. Several processes may share
+    one file (the Ray engine's workers): opening and writing wait up to LOCK_WAIT_S for another's transaction
+    before the file counts as locked."""
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=LOCK_WAIT_S)
     try:
         found = _tables(db)
@@ -50,8 +54,9 @@ def connect(path: Path, schema: str, what: str) -> sqlite3.Connection:
             shown = "; ".join(f"{name}({', '.join(columns)})" for name, columns in sorted(found.items()))
             raise RunDirError(f"{path}: not a synthgen {what} (its tables: {shown}); synthgen leaves it as it is: "
                               "move it elsewhere or choose another --out")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
+        shared = is_network_filesystem(path.parent)
+        db.execute(f"PRAGMA journal_mode={'DELETE' if shared else 'WAL'}")
+        db.execute(f"PRAGMA synchronous={'FULL' if shared else 'NORMAL'}")
         db.execute(schema)
         db.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
     except sqlite3.OperationalError as exc:

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
+from synthgen.arrow_rows import BATCH_ROWS, jsonl_to_arrow, jsonl_to_parquet, parquet_to_arrow
 from synthgen.config import StrictModel
 from synthgen.errors import ConfigError, RunDirError
 from synthgen.hashing import stable_int
@@ -175,31 +178,22 @@ LAYOUTS: dict[str, Callable[[Record, ExportConfig], Row | None]] = {
 
 
 def export_records(records: Iterable[Record], config: ExportConfig, out: Path,
-                   card: Callable[[ExportResult], str] | None = None) -> ExportResult:
+                   card: Callable[[ExportResult], str] | None = None, batch_rows: int = BATCH_ROWS) -> ExportResult:
     """Write `records` in `config`'s layout and format to the folder `out`, with README.md. `out` may replace
-    only an empty folder or an earlier export (marked by a .synthgen-export file): never a folder of the user's."""
+    only an empty folder or an earlier export (marked by a .synthgen-export file): never a folder of the user's.
+    Rows stream to disk as they come; Parquet and the HF layout's Arrow files are written `batch_rows` rows at a
+    time (see synthgen.arrow_rows)."""
     token = _hub_token(config) if config.push_to_hub else None
     tmp = out.with_name(out.name + ".tmp")
     for folder in (out, tmp):
         _refuse_foreign(folder)
-    splits: dict[str, list[Row]] = {"train": [], "test": []}
     result = ExportResult(out)
-    to_row = LAYOUTS[config.layout]
-    for record in records:
-        row = to_row(record, config)
-        if row is None:
-            result.skipped += 1
-            continue
-        in_test = config.test_size is not None and stable_int(config.split_seed, record.id) % 10_000 < config.test_size * 10_000
-        splits["test" if in_test else "train"].append(row)
-    splits = {name: rows for name, rows in splits.items() if rows or name == "train"}
-    result.rows = {name: len(rows) for name, rows in splits.items()}
     try:
         if tmp.exists():
             shutil.rmtree(tmp)  # an earlier export's leftover (checked above)
         tmp.mkdir(parents=True)
         (tmp / EXPORT_MARKER).write_bytes(orjson.dumps({"synthgen": __version__}))
-        _write(splits, config, tmp)
+        _write(records, config, tmp, result, batch_rows)
         if card is not None:
             (tmp / "README.md").write_text(card(result), encoding="utf-8")
         if out.exists():
@@ -208,8 +202,11 @@ def export_records(records: Iterable[Record], config: ExportConfig, out: Path,
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_error(out, exc, "cannot write the export") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if config.push_to_hub and token:
-        _dataset_dict(splits).push_to_hub(config.push_to_hub, token=token)
+        _push(out, config, list(result.rows), token, batch_rows)
     return result
 
 
@@ -223,24 +220,65 @@ def _refuse_foreign(folder: Path) -> None:
                       "refusing to replace it: choose another export folder")
 
 
-def _write(splits: dict[str, list[Row]], config: ExportConfig, folder: Path) -> None:
+def _write(records: Iterable[Record], config: ExportConfig, folder: Path, result: ExportResult, batch_rows: int) -> None:
+    """Stream the rows into `folder`'s split files (JSONL, line by line), counting them in `result`; then convert
+    them to the chosen format. A `test` split exists only when a row falls in it; a split is the stable hash of
+    the record id, so no shuffle holds the set in memory."""
+    to_row = LAYOUTS[config.layout]
+    with ExitStack() as files:
+        handles: dict[str, IO[bytes]] = {"train": files.enter_context((folder / "train.jsonl").open("wb"))}
+        result.rows = {"train": 0}
+        for record in records:
+            row = to_row(record, config)
+            if row is None:
+                result.skipped += 1
+                continue
+            name = _split(record.id, config)
+            if name not in handles:
+                handles[name] = files.enter_context((folder / f"{name}.jsonl").open("wb"))
+                result.rows[name] = 0
+            handles[name].write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+            result.rows[name] += 1
     if config.format == "jsonl":
-        for name, rows in splits.items():
-            (folder / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
-    elif config.format == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+        return
+    convert, suffix = (jsonl_to_parquet, "parquet") if config.format == "parquet" else (jsonl_to_arrow, "arrow")
+    for name in result.rows:
+        convert(folder / f"{name}.jsonl", folder / f"{name}.{suffix}", batch_rows)
+        (folder / f"{name}.jsonl").unlink()
+    if config.format == "hf":
+        _dataset_dict(folder, list(result.rows)).save_to_disk(str(folder / "hf"))
+        for name in result.rows:
+            (folder / f"{name}.arrow").unlink()
 
-        for name, rows in splits.items():
-            pq.write_table(pa.Table.from_pylist(rows), folder / f"{name}.parquet")
-    else:
-        _dataset_dict(splits).save_to_disk(str(folder / "hf"))
+
+def _split(record_id: str, config: ExportConfig) -> str:
+    """`test` for a stable-hash share `test_size` of the ids, `train` for the rest."""
+    in_test = config.test_size is not None and stable_int(config.split_seed, record_id) % 10_000 < config.test_size * 10_000
+    return "test" if in_test else "train"
 
 
-def _dataset_dict(splits: dict[str, list[Row]]) -> Any:
+def _dataset_dict(folder: Path, splits: list[str]) -> Any:
+    """The splits' Arrow stream files in `folder` as a DatasetDict, memory-mapped where they are: no copy in
+    memory, no cache in ~/.cache/huggingface."""
     import datasets
 
-    return datasets.DatasetDict({name: datasets.Dataset.from_list(rows) for name, rows in splits.items()})
+    return datasets.DatasetDict({name: datasets.Dataset.from_file(str(folder / f"{name}.arrow")) for name in splits})
+
+
+def _push(out: Path, config: ExportConfig, splits: list[str], token: str, batch_rows: int) -> None:
+    """Push the written export to the Hub from its files (JSONL or Parquet copied to Arrow beside it first)."""
+    import datasets
+
+    if config.format == "hf":
+        datasets.load_from_disk(str(out / "hf")).push_to_hub(config.push_to_hub, token=token)
+        return
+    with tempfile.TemporaryDirectory(prefix=".hub-", dir=out.parent) as scratch:
+        for name in splits:
+            if config.format == "jsonl":
+                jsonl_to_arrow(out / f"{name}.jsonl", Path(scratch) / f"{name}.arrow", batch_rows)
+            else:
+                parquet_to_arrow(out / f"{name}.parquet", Path(scratch) / f"{name}.arrow")
+        _dataset_dict(Path(scratch), splits).push_to_hub(config.push_to_hub, token=token)
 
 
 def _hub_token(config: ExportConfig) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from synthgen.arrow_rows import jsonl_to_parquet
 from synthgen.fields import require_fields
 from synthgen.record import Record
 from synthgen.rundir import JsonlWriter
@@ -41,69 +42,80 @@ def dedup_file(source: SourceConfig, out: Path, near: MinHashDedupParams, exact:
     dedup stage (here, or e.g. on Ray, spilling to a temporary folder beside `out`). Rejects are listed exact
     duplicates first, then near duplicates, each in input order, whichever way the stages ran."""
     summary = DedupSummary()
-    lines: dict[str, int] = {}  # record id -> input line, to name the row a duplicate repeats
+    originals: set[str] = set()  # the ids rejects name: only their lines are looked up, at the end
     with tempfile.TemporaryDirectory(prefix=".dedup-", dir=out.parent) as workdir:
+        folder = Path(workdir)
         ctx = StageContext(label="near", index=0, seed=0, recipe_path=out, prompts_dir=out.parent,
-                           resolve=lambda name: Path(name), workdir=Path(workdir))
+                           resolve=lambda name: Path(name), workdir=folder)
         stages: list[Stage] = [MinHashDedup(near, ctx)]
         if exact:
             stages.insert(0, ExactDedup(ExactDedupParams(fields=near.fields), replace(ctx, label="exact")))
-        writers = [JsonlWriter(Path(workdir) / f"{stage.ctx.label}.rejects.jsonl") for stage in stages]
+        writers = [JsonlWriter(folder / f"{stage.ctx.label}.rejects.jsonl") for stage in stages]
+        lines = JsonlWriter(folder / "lines.jsonl")  # [id, line] of every row, on disk
         rows = require_fields(Source(source, Path(source.path)), near.fields, source.path, "--field")
         records: Iterable[Record] = _counted(rows, summary, lines, on_record)
         for stage, writer in zip(stages, writers, strict=True):
-            stage.ctx.reject = partial(_reject, writer, summary, lines)
+            stage.ctx.reject = partial(_reject, writer, summary, originals)
             records = run(stage, records, "")  # no checkpoints here: no fingerprint
         try:
-            summary.kept = _write_rows((record.fields for record in records), out)
+            summary.kept = _write_rows((record.fields for record in records), out, folder)
         except BaseException:
-            for writer in writers:
+            for writer in (*writers, lines):
                 writer.discard()
             raise
+        lines.commit()
+        line_of = _lines_of(lines.path, originals)
         rejects = JsonlWriter(out.with_name(out.name + ".rejects.jsonl"))
         for writer in writers:
             writer.commit()
             with writer.path.open("rb") as handle:
                 for line in handle:
-                    rejects.write_line(line.rstrip(b"\n"))
+                    row = orjson.loads(line)
+                    row["duplicate_of_line"] = line_of.get(row["duplicate_of"])
+                    rejects.write_line(orjson.dumps(row))
         rejects.commit()
     return summary
 
 
-def _reject(writer: JsonlWriter, summary: DedupSummary, lines: dict[str, int], record: Record, reason: str,
+def _reject(writer: JsonlWriter, summary: DedupSummary, originals: set[str], record: Record, reason: str,
             detail: str | None) -> None:
     summary.dropped[reason] += 1
     original = record.meta["duplicate_of"]
+    originals.add(original)
     if reason != "contaminated":
         summary.duplicates_per_kept[original] += 1
     writer.write_line(orjson.dumps({
-        "line": record.meta["line"], "reason": reason, "duplicate_of_line": lines.get(original),
+        "line": record.meta["line"], "reason": reason, "duplicate_of_line": None,  # filled in at the end
         "duplicate_of": original, "similarity": record.meta["similarity"], "detail": detail, "row": record.fields,
     }))
 
 
-def _counted(records: Iterator[Record], summary: DedupSummary, lines: dict[str, int],
+def _counted(records: Iterator[Record], summary: DedupSummary, lines: JsonlWriter,
              on_record: Callable[[], None] | None) -> Iterator[Record]:
     for record in records:
         summary.records += 1
-        lines[record.id] = record.meta["line"]
+        lines.write_line(orjson.dumps([record.id, record.meta["line"]]))
         if on_record is not None:
             on_record()
         yield record
 
 
-def _write_rows(rows: Iterator[dict[str, Any]], out: Path) -> int:
-    """Write rows as Parquet (by suffix) or JSONL, through a temporary file; returns the count."""
-    if out.suffix.lower() == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+def _lines_of(path: Path, ids: set[str]) -> dict[str, int]:
+    """The input line of each of `ids`, read from the [id, line] file `path`."""
+    found: dict[str, int] = {}
+    with path.open("rb") as handle:
+        for entry in handle:
+            record_id, line = orjson.loads(entry)
+            if record_id in ids:
+                found[record_id] = line
+    return found
 
-        table = pa.Table.from_pylist(list(rows))
-        tmp = out.with_name(out.name + ".tmp")
-        pq.write_table(table, tmp)
-        tmp.replace(out)
-        return table.num_rows
-    writer = JsonlWriter(out)
+
+def _write_rows(rows: Iterator[dict[str, Any]], out: Path, workdir: Path) -> int:
+    """Write rows as Parquet (by suffix; through JSONL in `workdir`, in batches) or JSONL, through a temporary
+    file; returns the count."""
+    parquet = out.suffix.lower() == ".parquet"
+    writer = JsonlWriter(workdir / "kept.jsonl" if parquet else out)
     count = 0
     try:
         for row in rows:
@@ -113,4 +125,12 @@ def _write_rows(rows: Iterator[dict[str, Any]], out: Path) -> int:
         writer.discard()
         raise
     writer.commit()
+    if parquet:
+        tmp = out.with_name(out.name + ".tmp")
+        try:
+            jsonl_to_parquet(writer.path, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        tmp.replace(out)
     return count

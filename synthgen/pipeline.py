@@ -62,10 +62,13 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
                                 for spec in recipe.stage_specs]  # every parameter spelled out, defaults included
             run_dir.write_recipe({**frozen, "run": {"limit": limit, "command": command, "backend": runtime.identity}})
 
-            stream: Iterable[Record] = read_checkpoint(run_dir, stages[start - 1]) if start else limited(source, limit)
+            labels = [stage.ctx.label for stage in stages]
+            stream: Iterable[Record] = (read_checkpoint(run_dir.checkpoints, labels[:start]) if start
+                                        else limited(source, limit))
             wrappers: list[Generator[Record, None, None]] = []
-            for stage, fingerprint in zip(stages[start:], fingerprints[start:], strict=True):
-                wrappers.append(checkpointed(stage, stream, run_dir, fingerprint, rejects, executor))
+            for index in range(start, len(stages)):  # the first stage's input, the source, is no checkpoint
+                wrappers.append(checkpointed(stages[index], stream, run_dir, fingerprints[index], rejects, executor,
+                                             referable=index > 0))
                 stream = wrappers[-1]
             dataset = JsonlWriter(run_dir.dataset_path)
             written = 0

@@ -4,8 +4,9 @@
     recipe.yaml       the recipe as run (secrets redacted); replaced only when a run succeeds
     cache.sqlite      request cache (WAL; + -wal, -shm)
     backend/          the backend's own state, e.g. batches.jsonl (provider batch ids, to resume polling)
-    checkpoints/      NN-stage.jsonl (+ .rejects.jsonl, .done) per finished stage; recipe.yaml of the run in
-                      progress; state.json (requests, tokens, retries, wall time summed over attempts so far)
+    checkpoints/      NN-stage.jsonl.zst (+ .rejects.jsonl.zst, .done) per finished stage (see checkpoints.py);
+                      recipe.yaml of the run in progress; state.json (requests, tokens, retries, wall time summed
+                      over attempts so far)
     dataset.jsonl     the records that came out of the last stage
     rejects.jsonl     every dropped record, with its stage and reason
     stats.json        counts per stage, requests, retries, cache hits, tokens, wall time (summed over attempts)
@@ -33,6 +34,7 @@ from types import TracebackType
 from typing import IO, Any
 
 import orjson
+import pyarrow as pa
 import yaml
 
 from synthgen.errors import RunDirError
@@ -189,11 +191,15 @@ def write_error(path: Path, exc: OSError, action: str = "cannot write") -> RunDi
 
 
 class JsonlWriter:
-    """Appends records to `<path>.tmp`; `commit` renames it into place, `discard` removes it."""
+    """Appends records to `<path>.tmp`; `commit` renames it into place, `discard` removes it. A path ending in
+    `.zst` is written zstd-compressed (one frame per ~1 MB of lines; `read_lines` reads either)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._tmp = path.with_name(path.name + ".tmp")
+        self._codec = pa.Codec("zstd") if path.suffix == ".zst" else None
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
         try:
             self._handle: IO[bytes] = self._tmp.open("wb")
         except OSError as exc:
@@ -205,11 +211,25 @@ class JsonlWriter:
 
     def write_line(self, line: bytes) -> None:
         """Add one JSON line."""
-        with self._or_discard():
-            self._handle.write(line + b"\n")
+        if self._codec is None:
+            with self._or_discard():
+                self._handle.write(line + b"\n")
+            return
+        self._pending.append(line)
+        self._pending_bytes += len(line) + 1
+        if self._pending_bytes >= _FRAME_BYTES:
+            self._flush_frame()
+
+    def _flush_frame(self) -> None:
+        if self._codec is not None and self._pending:
+            frame = self._codec.compress(b"\n".join(self._pending) + b"\n", asbytes=True)
+            self._pending, self._pending_bytes = [], 0
+            with self._or_discard():
+                self._handle.write(frame)
 
     def commit(self) -> None:
         """Flush, sync and rename into place."""
+        self._flush_frame()
         with self._or_discard():
             self._handle.flush()
             os.fsync(self._handle.fileno())
@@ -227,11 +247,32 @@ class JsonlWriter:
 
     def discard(self) -> None:
         """Drop what was written."""
+        self._pending = []
         try:
             self._handle.close()
         except OSError:
             pass  # the data is being thrown away; a failed flush changes nothing
         self._tmp.unlink(missing_ok=True)
+
+
+_FRAME_BYTES = 1 << 20  # uncompressed bytes per zstd frame: large enough for the ratio, small enough to hold
+
+
+def read_lines(path: Path) -> Iterator[bytes]:
+    """The lines (without newlines) of a JSONL file a `JsonlWriter` wrote, zstd-compressed (`.zst`) or plain."""
+    if path.suffix != ".zst":
+        with path.open("rb") as handle:
+            for line in handle:
+                yield line.rstrip(b"\n")
+        return
+    with pa.input_stream(str(path), compression="zstd") as stream:
+        rest = b""
+        while chunk := stream.read(_FRAME_BYTES):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            yield from lines
+        if rest:
+            yield rest
 
 
 def write_atomic(path: Path, data: bytes) -> None:

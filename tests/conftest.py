@@ -54,6 +54,16 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+def read_checkpoint_records(run_dir: Path, label: str) -> list[dict[str, Any]]:
+    """The output of the finished stage `label` (`01-exact_dedup`) in a run directory, as `read_jsonl` rows."""
+    from synthgen.checkpoints import read_checkpoint
+
+    checkpoints = run_dir / "checkpoints"
+    labels = sorted(done.stem for done in checkpoints.glob("*.done") if done.stem <= label)
+    assert labels and labels[-1] == label, f"no finished checkpoint {label} in {checkpoints}"
+    return [json.loads(record.to_json()) for record in read_checkpoint(checkpoints, labels)]
+
+
 def disk_full_for(monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
     """Make syncing any file whose name ends with `suffix` fail as on a full disk (ENOSPC)."""
     real_fsync = os.fsync

@@ -29,15 +29,17 @@ class EmbeddingCache:
         """The cache key of each text under `model`."""
         return [content_hash([model, text], 32) for text in texts]
 
-    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
-        """The stored vectors among `keys`."""
-        found: dict[str, np.ndarray] = {}
+    def fill(self, rows: dict[str, list[int]], out: np.ndarray) -> set[str]:
+        """Write each stored vector among `rows`' keys into `out` at its rows; the keys found."""
+        found: set[str] = set()
+        keys = list(rows)
         with self._lock:
             for start in range(0, len(keys), _CHUNK):
-                chunk = list(keys[start : start + _CHUNK])
+                chunk = keys[start : start + _CHUNK]
                 marks = ",".join("?" * len(chunk))
                 for key, blob in self._db.execute(f"SELECT key, vector FROM vectors WHERE key IN ({marks})", chunk):
-                    found[key] = np.frombuffer(blob, dtype=np.float32)
+                    out[rows[key]] = np.frombuffer(blob, dtype=np.float32)
+                    found.add(key)
         return found
 
     def put(self, keys: Sequence[str], vectors: np.ndarray) -> None:

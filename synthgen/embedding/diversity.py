@@ -17,9 +17,12 @@ Which selection to use (bench/diversity_eval.py: Banking77's 10,003 training tex
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from synthgen.embedding import approximate as approximations
 
 DEFAULT_THRESHOLD = 0.95  # MiniLM: "How do I reset..." vs "How can I reset..." 0.99; a looser rewording 0.93-0.94
 EXACT_LIMIT = 100_000  # exact SemDeDup is O(n^2 d): 20k x 384 took 1.3 s on 2 cores, so 100k ~30-60 s
@@ -31,8 +34,11 @@ def vendi_score(x: np.ndarray) -> float:
     n, d = x.shape
     if n == 0:
         return 0.0
-    x64 = x.astype(np.float64)
-    gram = x64.T @ x64 if n > d else x64 @ x64.T  # the same non-zero eigenvalues; the smaller matrix
+    if n > d:  # X^T X and X X^T have the same non-zero eigenvalues: the smaller one, summed in float64 blocks
+        gram = sum((b.T @ b for b in _float64_blocks(x)), np.zeros((d, d)))
+    else:
+        x64 = x.astype(np.float64)
+        gram = x64 @ x64.T
     eigenvalues = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
     p = eigenvalues[eigenvalues > 1e-12] / eigenvalues.sum()
     return float(np.exp(-(p * np.log(p)).sum()))
@@ -43,10 +49,18 @@ def mean_pairwise_distance(x: np.ndarray) -> float:
     n = len(x)
     if n < 2:
         return 0.0
-    x64 = x.astype(np.float64)
-    total = x64.sum(axis=0)
-    off_diagonal = float(total @ total) - float(np.einsum("ij,ij->", x64, x64))
+    total, squares = np.zeros(x.shape[1]), 0.0
+    for block in _float64_blocks(x):
+        total += block.sum(axis=0)
+        squares += float(np.einsum("ij,ij->", block, block))
+    off_diagonal = float(total @ total) - squares
     return min(2.0, max(0.0, 1.0 - off_diagonal / (n * (n - 1))))  # clipped: rounding can step past 0
+
+
+def _float64_blocks(x: np.ndarray, rows: int = 16384) -> Iterator[np.ndarray]:
+    """`x` in float64 a block of rows at a time (a whole float64 copy would double the vectors' memory)."""
+    for start in range(0, len(x), rows):
+        yield x[start:start + rows].astype(np.float64)
 
 
 def distinct_rows(x: np.ndarray) -> int:
@@ -85,20 +99,23 @@ def diversity_metrics(x: np.ndarray, seed: int = 0) -> dict[str, float | int]:
 
 
 def semantic_duplicates(x: np.ndarray, threshold: float = DEFAULT_THRESHOLD, exact_limit: int = EXACT_LIMIT,
-                        seed: int = 0) -> list[tuple[int, int, float]]:
+                        seed: int = 0, approximate: str = "auto") -> list[tuple[int, int, float]]:
     """(dropped, kept, cosine) triples by the SemDeDup rule in input order: a row is dropped when its cosine to
     a row kept before it is >= `threshold`; `kept` is its most similar kept row.
 
     Non-finite vectors raise ValueError.
     Up to `exact_limit` rows the rule is applied exactly (blocked matrix products against the kept rows).
-    Beyond it, rows are partitioned by mini-batch k-means into ~sqrt(n) clusters and the rule is applied
-    within each cluster, so a duplicate pair split across two clusters is missed (rare at high thresholds:
-    near-identical vectors almost always share a cluster).
+    Beyond it the candidate pairs are found approximately (`approximate`: "faiss", "kmeans", or "auto": faiss
+    when installed; see `synthgen.embedding.approximate`). With "kmeans", rows are partitioned by mini-batch
+    k-means into ~sqrt(n) clusters and the rule is applied within each cluster, so a duplicate pair split
+    across two clusters is missed (rare at high thresholds: near-identical vectors mostly share a cluster).
     """
     check_finite(x)
     n = len(x)
     if n <= exact_limit:
         return _exact_duplicates(x, threshold)
+    if approximations.backend(approximate) == "faiss":
+        return approximations.faiss_duplicates(x, threshold, seed)
     clusters = max(2, round(math.sqrt(n)))
     from sklearn.cluster import MiniBatchKMeans
 

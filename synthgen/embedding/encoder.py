@@ -67,14 +67,18 @@ class Encoder:
         """(len(texts), dim) float32 unit vectors."""
         if self.cache is None:
             return self._encode(texts)
-        keys = EmbeddingCache.keys(self.model_name, texts)
-        found = self.cache.get(keys)
-        missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
+        rows: dict[str, list[int]] = {}  # each distinct text's rows
+        for row, key in enumerate(EmbeddingCache.keys(self.model_name, texts)):
+            rows.setdefault(key, []).append(row)
+        vectors = np.empty((len(texts), self.dimension), dtype=np.float32)  # filled in place: no per-row arrays
+        found = self.cache.fill(rows, vectors)
+        missing = {key: texts[places[0]] for key, places in rows.items() if key not in found}
         if missing:
             fresh = self._encode(list(missing.values()))
             self.cache.put(list(missing), fresh)
-            found.update(zip(missing, fresh, strict=True))
-        return np.stack([found[key] for key in keys]) if keys else np.zeros((0, self.dimension), dtype=np.float32)
+            for key, vector in zip(missing, fresh, strict=True):
+                vectors[rows[key]] = vector
+        return vectors
 
     def _encode(self, texts: Sequence[str]) -> np.ndarray:
         self.encoded += len(texts)

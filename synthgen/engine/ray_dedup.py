@@ -109,8 +109,7 @@ def minhash_duplicates(ds: ray.data.Dataset, params: MinHashDedupParams, ctx: St
             judged[row["order"]] = (row["id"], row["reason"], Match(row["match"], row["similarity"]))
     parts = num_partitions or max(1, sketched.num_blocks())
     per_part = max(1, -(-sketched.count() // parts))  # sketches per map task: about one block per part into each shuffle
-    lsh = stage.index.lsh
-    bands = partial(_band_rows, bands=lsh.b, rows=lsh.r, parts=parts)
+    bands = partial(_band_rows, bands=stage.index.bands, rows=stage.index.rows, parts=parts)
     found = (sketched.map_batches(bands, batch_format="numpy", batch_size=per_part)
              .groupby("part", num_partitions=parts).map_groups(_bucket_pairs, batch_format="pyarrow"))
     batches = [np.stack([batch["a"], batch["b"]], axis=1) for batch in found.iter_batches(batch_size=None, batch_format="numpy")]

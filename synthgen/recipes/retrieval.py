@@ -180,7 +180,8 @@ class MineHardNegatives(WholeSetStage):
 
     False-negative guard: a candidate at least as similar to the query as the record's positive (minus
     `margin`) is probably relevant too, so it is skipped rather than used as a negative. Needs every
-    record before it can mine (the corpus includes all positives).
+    record before it can mine (the corpus includes all positives): the records are spilled and replayed; per
+    record it holds the query and positive texts and their float32 vectors (3 KB for MiniLM), plus the corpus.
     """
 
     name = "mine_hard_negatives"

@@ -7,7 +7,9 @@ backend is shown the anchor texts and the operation, its text is embedded and ke
 the target is >= `tau`, it is no near-copy of an anchor, and (with labels) its nearest labelled neighbours
 are not dominated by a class neither parent has (manifold intrusion); otherwise it is asked again with a new
 attempt number, up to `max_attempts`, then rejected with the measured cosine. Mixup texts carry soft labels.
-Needs every input record first (the operations sample across the set).
+Needs every input record first (the operations sample across the set): the records are spilled to disk and
+replayed, and what stays in memory per input is its id, its text (the prompts and `decode: nearest` quote it),
+its label and its vector, one row of an (n, 384) float32 array (1,536 bytes) filled in place from the cache.
 """
 
 from __future__ import annotations

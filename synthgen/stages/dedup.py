@@ -15,8 +15,10 @@ Shingle presets, and why:
   document has ~5x fewer of them, which makes signatures cheaper.
 
 `keep: first` streams: a record is kept unless it duplicates one kept before it, and later stages never
-see duplicates. `keep: longest` / `keep: score` need the whole set: records are spilled to a temporary
-file in the run directory, decided in priority order, then emitted in input order.
+see duplicates. `keep: longest` / `keep: score` need the whole set: records, their signatures and shingle sets are
+spilled to temporary files in the run directory (ids and ranks stay in memory, ~20 bytes each), decided in
+priority order, then emitted in input order. The index keeps its own signatures and shingle sets on disk
+too (`synthgen.dedup.index`); ties between equally similar matches go to the earliest kept record.
 A killed run re-runs this stage from its input (the decisions are deterministic); the finished index is
 saved as `checkpoints/<stage>.index.npz`, and `reference_index` loads such a file to dedup against an
 earlier run's records too.
@@ -26,16 +28,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from synthgen.dedup.contamination import DEFAULT_NGRAM, DEFAULT_THRESHOLD, ContaminationIndex
 from synthgen.dedup.index import Match, NearDuplicateIndex
 from synthgen.dedup.minhash import MinHasher, Shingling, Sketches
+from synthgen.dedup.store import GrowingArray, KeyList, SketchStore
 from synthgen.dedup.text import field_text, normalize
 from synthgen.errors import ConfigError
 from synthgen.fields import stage_fields
@@ -151,52 +157,71 @@ class MinHashDedup(Stage):
             tmp = path.with_name(path.name + ".tmp")
             self.index.save(tmp)
             os.replace(tmp, path)
+        self.index.close()  # removes its spill files: the saved .npz is what a later run loads
 
     def _streaming(self, records: Iterable[Record]) -> Iterator[Record]:
         for batch, sketches in self._sketched(records):
             for i, record in enumerate(batch):
-                verdict = self._verdict(record.id, sketches, i, self.contains(record))
+                item = self.contains(record)
+                verdict = None if _empty(sketches, i) else self._verdict(record.id, sketches.signatures[i],
+                                                                          self._shingles(sketches, i), item)
                 if verdict is None:
                     yield record
                 else:
                     reject_duplicate(self.ctx, record, *verdict)
 
     def _ranked(self, records: Iterable[Record]) -> Iterator[Record]:
-        ranked: list[tuple[float, int, str, Sketches, int, Match | None]] = []
+        """Records and their sketches are spilled as they arrive (ids, ranks and evaluation matches stay in compact
+        form in memory), decided in rank order, then replayed in input order."""
+        ids, ranks, empty, items = KeyList(), GrowingArray(np.float64), GrowingArray(np.bool_), {}
+        with tempfile.TemporaryDirectory(prefix="minhash-ranked-", dir=self.ctx.workdir) as folder:
+            store = SketchStore(Path(folder), self.params.num_perm)
 
-        def see(batch: list[Record]) -> None:
-            sketches = self._sketch(batch)
-            for i, record in enumerate(batch):
-                ranked.append((-keep_priority(self.params, record), len(ranked), record.id, sketches, i, self.contains(record)))
+            def see(batch: list[Record]) -> None:
+                sketches = self._sketch(batch)
+                sets = [np.empty(0, np.uint32) if (values := self._shingles(sketches, i)) is None else values
+                        for i in range(len(batch))]
+                store.append(sketches.signatures, np.cumsum([0, *(values.size for values in sets)]), np.concatenate(sets))
+                for i, record in enumerate(batch):
+                    if (item := self.contains(record)) is not None:
+                        items[len(ids) + i] = item
+                ids.extend([record.id for record in batch])
+                ranks.extend([-keep_priority(self.params, record) for record in batch])
+                empty.extend(np.diff(sketches.offsets) == 0)
 
-        with spilled(records, self.ctx.workdir, self.params.batch_size, see) as replay:
-            ranked.sort(key=lambda entry: entry[:2])
-            verdicts = {position: self._verdict(key, sketches, i, item) for _, position, key, sketches, i, item in ranked}
-            del ranked[:]
-            for position, record in enumerate(replay):
-                verdict = verdicts[position]
-                if verdict is None:
-                    yield record
-                else:
-                    reject_duplicate(self.ctx, record, *verdict)
+            try:
+                with spilled(records, self.ctx.workdir, self.params.batch_size, see) as replay:
+                    verdicts: dict[int, tuple[str, Match]] = {}
+                    for position in np.argsort(ranks.values, kind="stable").tolist():
+                        if not empty.values[position] and (verdict := self._verdict(
+                                ids[position], store.signature(position), store.shingle_set(position), items.get(position))):
+                            verdicts[position] = verdict
+                    for position, record in enumerate(replay):
+                        if position in verdicts:
+                            reject_duplicate(self.ctx, record, *verdicts.pop(position))
+                        else:
+                            yield record
+            finally:
+                store.close()
 
     def contains(self, record: Record) -> Match | None:
         """The evaluation item `record` contains, if any (see `synthgen.dedup.contamination`)."""
         return None if self.contamination is None else self.contamination.find(field_text(record.fields, self.params.fields))
 
-    def _verdict(self, key: str, sketches: Sketches, i: int, item: Match | None) -> tuple[str, Match] | None:
+    def _verdict(self, key: str, signature: np.ndarray, shingles: np.ndarray | None, item: Match | None
+                 ) -> tuple[str, Match] | None:
         """None to keep (the record is then indexed), else the reject reason and the match; `item` is the
         evaluation item the record contains."""
-        if sketches.offsets[i] == sketches.offsets[i + 1]:
-            return None  # empty text: nothing to compare (a length filter's job)
         if item is not None:
             return "contaminated", item
-        signature = sketches.signatures[i]
-        shingles = sketches.shingle_set(i) if self.params.verify == "exact" else None
         if match := self.index.find(signature, shingles):
             return "near_duplicate", match
         self.index.add(key, signature, shingles)
         return None
+
+    def _shingles(self, sketches: Sketches, i: int) -> np.ndarray | None:
+        """What exact verification compares (None under `verify: estimate`)."""
+        return sketches.shingle_set(i) if self.params.verify == "exact" else None
 
     def _sketched(self, records: Iterable[Record]) -> Iterator[tuple[list[Record], Sketches]]:
         iterator = iter(records)
@@ -207,19 +232,19 @@ class MinHashDedup(Stage):
         return self.hasher.sketch([field_text(r.fields, self.params.fields) for r in batch])
 
     def _new_index(self, threshold: float) -> NearDuplicateIndex:
-        return NearDuplicateIndex(threshold, self.params.num_perm, self.params.seed, self.params.verify)
+        return NearDuplicateIndex(threshold, self.params.num_perm, self.params.seed, self.params.verify, self.ctx.workdir)
 
     def _load_reference(self, path: Path) -> None:
         field = f"stages[{self.ctx.index}].minhash_dedup.reference_index"
         try:
-            saved = NearDuplicateIndex.load(path)
-        except (OSError, ValueError, KeyError) as exc:
+            saved = NearDuplicateIndex.load(path, self.params.threshold, self.params.verify, self.ctx.workdir)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             raise ConfigError(str(self.ctx.recipe_path), field, f"cannot load {path}: {exc}") from None
         if (saved.num_perm, saved.seed) != (self.params.num_perm, self.params.seed):
             raise ConfigError(str(self.ctx.recipe_path), field,
                               f"{path} was built with num_perm={saved.num_perm}, seed={saved.seed}; use the same values")
-        for key, signature in saved.signatures.items():
-            self.index.add(key, signature, saved.shingle_sets.get(key))
+        self.index.close()
+        self.index = saved
 
     def _eval_index(self) -> ContaminationIndex:
         """An index of every evaluation item; its keys read `<file>:<line>`."""
@@ -230,3 +255,8 @@ class MinHashDedup(Stage):
             for item in source:
                 index.add(f"{source.path.name}:{item.meta['line']}", field_text(item.fields, names))
         return index
+
+
+def _empty(sketches: Sketches, i: int) -> bool:
+    """Whether document i has no shingles (empty text: kept, never compared; a length filter's job)."""
+    return bool(sketches.offsets[i] == sketches.offsets[i + 1])

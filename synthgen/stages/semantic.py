@@ -2,22 +2,24 @@
 set's diversity before and after itself in `stats.metrics[<stage label>]`.
 
 Both need every record before they decide (whole-set stages): records are spilled to Parquet in the run
-directory while their texts are embedded in chunks, so only the vectors (n x 384 float32 for MiniLM: ~1.5 KB per
-record) and ids stay in memory; the survivors are then read back and emitted in input order.
+directory while their texts are embedded in chunks, so only the vectors (one n x 384 float32 array for MiniLM:
+1,536 bytes per record) and the ids (a list of str, ~80 bytes each) stay in memory, plus for diversity_select a
+float64 score and an int32 label code per record; the survivors are then read back and emitted in input order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
 from synthgen.dedup.index import Match
 from synthgen.dedup.text import field_text
-from synthgen.embedding import diversity
+from synthgen.embedding import approximate, diversity
 from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
+from synthgen.embedding.rows import Rows
 from synthgen.errors import ConfigError
 from synthgen.fields import stage_fields
 from synthgen.record import Record
@@ -45,7 +47,7 @@ class EmbeddingStage(WholeSetStage):
 
     def start(self) -> None:
         self.ids: list[str] = []
-        self._chunks: list[np.ndarray] = []
+        self._vectors = Rows(np.float32)
         self._encoder: Encoder | None = None
 
     def prepare(self, records: Iterable[Record]) -> Iterable[Record]:
@@ -54,11 +56,11 @@ class EmbeddingStage(WholeSetStage):
     def see(self, batch: list[Record]) -> None:
         self.ids.extend(record.id for record in batch)
         self._encoder = self._encoder or self.ctx.encoder(self.params.model, self.params.batch_size)
-        self._chunks.append(self._encoder.encode([field_text(r.fields, self.params.fields) for r in batch]))
+        self._vectors.append(self._encoder.encode([field_text(r.fields, self.params.fields) for r in batch]))
 
     def vectors(self) -> np.ndarray:
         """The (n, d) unit vectors of the input, in order."""
-        return np.concatenate(self._chunks) if self._chunks else np.zeros((0, 0), dtype=np.float32)
+        return self._vectors.trim()
 
 
 class SemanticDedupParams(EmbeddingParams):
@@ -66,14 +68,17 @@ class SemanticDedupParams(EmbeddingParams):
 
     threshold: float = Field(default=diversity.DEFAULT_THRESHOLD, gt=0, le=1)
     exact_limit: int = Field(default=diversity.EXACT_LIMIT, ge=1,
-                             description="above this many records, compare only within k-means clusters")
+                             description="above this many records, find the duplicate pairs approximately")
+    approximate: Literal["auto", "faiss", "kmeans"] = Field(
+        default="auto", description="past exact_limit: a FAISS IVF index (auto: when installed) or k-means partitions")
 
 
 class SemanticDedup(EmbeddingStage):
     """Drops records whose embedding is within `threshold` cosine of a record kept before it (SemDeDup).
 
     Each reject names the kept record it duplicates (`meta.duplicate_of`) and their cosine (`meta.similarity`).
-    Needs all records (spilled to disk); past `exact_limit` records, see `diversity.semantic_duplicates`.
+    Needs all records (spilled to disk); past `exact_limit` records the pairs are found approximately
+    (`synthgen.embedding.approximate`) and the metrics add the backend and `approx_recall`, measured on a sample.
     """
 
     name = "semantic_dedup"
@@ -84,15 +89,19 @@ class SemanticDedup(EmbeddingStage):
         vectors, ids = self.vectors(), self.ids
         if not ids:
             return
-        found = diversity.semantic_duplicates(vectors, self.params.threshold, self.params.exact_limit, self.ctx.seed)
+        p = self.params
+        found = diversity.semantic_duplicates(vectors, p.threshold, p.exact_limit, self.ctx.seed, p.approximate)
         duplicates = {dropped: (kept, similarity) for dropped, kept, similarity in found}
         keep = np.ones(len(ids), dtype=bool)
         keep[list(duplicates)] = False
-        self.ctx.stats.metrics[self.ctx.label] = {
+        metrics = self.ctx.stats.metrics[self.ctx.label] = {
             "before": diversity.diversity_metrics(vectors, self.ctx.seed),
             "after": diversity.diversity_metrics(vectors[keep], self.ctx.seed),
             "dropped": len(duplicates),
         }
+        if len(ids) > p.exact_limit:
+            metrics["approximate"] = approximate.backend(p.approximate)
+            metrics["approx_recall"] = approximate.sampled_recall(vectors, ~keep, p.threshold, self.ctx.seed)
         for position, record in enumerate(records):
             if position in duplicates:
                 kept, similarity = duplicates[position]
@@ -135,30 +144,31 @@ class DiversitySelect(EmbeddingStage):
 
     def start(self) -> None:
         super().start()
-        self.scores: list[float] = []
-        self.labels: list[Any] = []
+        self.scores = Rows(np.float64)  # NaN where a record has no numeric score
+        self.labels = Rows(np.int32)  # each record's label as a code: its label's index in `_codes`
+        self._codes: dict[str, int] = {}
 
     def prepare(self, records: Iterable[Record]) -> Iterable[Record]:
         return super().prepare(stage_fields(records, self, "label_field"))
 
     def see(self, batch: list[Record]) -> None:
         p = self.params
-        for record in batch:
-            if p.score:
-                value = record.meta.get("scores", {}).get(p.score, record.fields.get(p.score))
-                self.scores.append(float(value) if isinstance(value, (int, float)) else np.nan)
-            if p.label_field:
-                self.labels.append(record.fields.get(p.label_field))
+        if p.score:
+            values = (record.meta.get("scores", {}).get(p.score, record.fields.get(p.score)) for record in batch)
+            self.scores.append(np.array([float(v) if isinstance(v, (int, float)) else np.nan for v in values]))
+        if p.label_field:
+            keys = (repr(record.fields.get(p.label_field)) for record in batch)
+            self.labels.append(np.array([self._codes.setdefault(key, len(self._codes)) for key in keys]))
         super().see(batch)
 
     def emit(self, records: Spilled) -> Iterator[Record]:
         vectors = self.vectors()
         if not self.ids:
             return
-        chosen = self._select(vectors, np.array(self.scores, dtype=np.float64))
+        chosen = self._select(vectors, self.scores.trim())
         keep = np.zeros(len(self.ids), dtype=bool)
         keep[chosen] = True
-        self._measure(vectors, keep, self.labels)
+        self._measure(vectors, keep, self.labels.trim())
         for position, record in enumerate(records):
             if keep[position]:
                 yield record
@@ -180,10 +190,10 @@ class DiversitySelect(EmbeddingStage):
                   "random": diversity.random_subset}[p.method]
         return select(vectors, k, seed)
 
-    def _measure(self, vectors: np.ndarray, keep: np.ndarray, labels: list[Any]) -> None:
+    def _measure(self, vectors: np.ndarray, keep: np.ndarray, labels: np.ndarray) -> None:
         before = diversity.diversity_metrics(vectors, self.ctx.seed)
         after = diversity.diversity_metrics(vectors[keep], self.ctx.seed)
         if self.params.label_field:
-            before["labels"] = len({repr(label) for label in labels})
-            after["labels"] = len({repr(label) for label, kept in zip(labels, keep, strict=True) if kept})
+            before["labels"] = len(self._codes)
+            after["labels"] = len(np.unique(labels[keep]))
         self.ctx.stats.metrics[self.ctx.label] = {"before": before, "after": after, "method": self.params.method}

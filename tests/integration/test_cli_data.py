@@ -29,4 +29,10 @@ def test_show_and_export_a_run(tmp_path: Path) -> None:
     assert loaded["train"].num_rows + loaded["test"].num_rows == 12 and loaded["train"].column_names == ["messages"]
     card = (out / "export" / "README.md").read_text()
     assert "synthgen run recipes/quickstart.yaml --backend sim --limit 12 --out" in card
+    home = tmp_path / "hf-home"  # the HF layout is memory-mapped from Arrow files it writes, not from a cache
+    hf = synthgen("export", str(out), "--format", "hf", "--out", str(tmp_path / "hf"),
+                  env={"HF_HOME": str(home), "HF_DATASETS_CACHE": str(home / "datasets")})
+    assert hf.returncode == 0, hf.stderr
+    assert datasets.load_from_disk(str(tmp_path / "hf" / "hf"))["train"].num_rows == 12
+    assert not home.exists() and sorted(p.name for p in (tmp_path / "hf").iterdir()) == [".synthgen-export", "README.md", "hf"]
     assert synthgen("show", str(tmp_path / "missing")).returncode == 2

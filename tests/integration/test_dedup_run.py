@@ -10,8 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from synthgen.dedup.text import normalize
+from synthgen.file_dedup import dedup_file
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
+from synthgen.stages.dedup import MinHashDedupParams
+from synthgen.stages.source import SourceConfig
 from tests.conftest import read_jsonl, synthgen, write
 
 RECIPE = """
@@ -101,3 +104,23 @@ def test_dedup_command_decontaminates_with_its_own_threshold(tmp_path: Path) -> 
         assert [r["line"] for r in rejects if r["reason"] == "contaminated"] == contaminated
         assert [(r["line"], r["reason"]) for r in rejects if r["reason"] != "contaminated"] == [(3, "exact_duplicate")]
         assert all("containment" in r["detail"] for r in rejects if r["reason"] == "contaminated")
+
+
+def test_dedup_file_streams_rows_whose_keys_vary_and_names_rejected_originals(tmp_path: Path) -> None:
+    """Parquet output keeps a key only later rows have; an exact duplicate of a row that is itself dropped as a near
+    duplicate still names that row's line."""
+    rows = [{"text": "How do I reset my card PIN at an ATM near my home?", "label": 1},
+            {"text": "How do I reset my card PIN at the ATM near my home?", "label": 2},
+            {"text": "how do i reset my card pin at the atm near my home", "label": 2},
+            {"text": "Where can I see my statement for last month?", "label": 3, "lang": "en"}]
+    source = write(tmp_path / "in.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    for out in (tmp_path / "kept.jsonl", tmp_path / "kept.parquet"):
+        summary = dedup_file(SourceConfig(path=str(source)), out, MinHashDedupParams(fields=["text"], threshold=0.7))
+        assert (summary.records, summary.kept) == (4, 2)
+        kept = read_jsonl(out) if out.suffix == ".jsonl" else pq.read_table(out).to_pylist()
+        assert kept == ([rows[0], rows[3]] if out.suffix == ".jsonl" else [{**rows[0], "lang": None}, rows[3]])
+        rejects = read_jsonl(out.with_name(out.name + ".rejects.jsonl"))
+        assert [(r["line"], r["reason"], r["duplicate_of_line"]) for r in rejects] == [(3, "exact_duplicate", 2), (2, "near_duplicate", 1)]
+        assert list(rejects[0]) == ["line", "reason", "duplicate_of_line", "duplicate_of", "similarity", "detail", "row"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "kept.jsonl", "kept.jsonl.rejects.jsonl",
+                                                         "kept.parquet", "kept.parquet.rejects.jsonl"]

@@ -11,7 +11,7 @@ import yaml
 
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
-from tests.conftest import REPO, read_jsonl
+from tests.conftest import REPO, read_checkpoint_records, read_jsonl
 
 SEEDS, ROUNDS = 10, 3
 REASONS = {"no_information_gain", "refusal", "stop_words_only", "copies_evolution_prompt"}
@@ -31,7 +31,7 @@ def test_evol_instruct_recipe_on_the_sim(tmp_path: Path) -> None:
     path, out = sim_recipe(tmp_path), tmp_path / "run"
     result = run_recipe(load_recipe(path), out, limit=SEEDS)
     assert result.stats.http_requests > 0
-    evolved = read_jsonl(out / "checkpoints" / "00-evol_instruct.jsonl")
+    evolved = read_checkpoint_records(out, "00-evol_instruct")
     rejects = [r for r in read_jsonl(out / "rejects.jsonl") if r["stage"] == "00-evol_instruct"]
     assert evolved and rejects
     assert {r["reason"] for r in rejects} <= REASONS | {"evolve_invalid_json", "evolve_schema_mismatch"}

@@ -19,7 +19,7 @@ import yaml
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
 from synthgen.sim.process import SimProcess, get_json
-from tests.conftest import REPO, read_jsonl, synthgen, write
+from tests.conftest import REPO, read_checkpoint_records, read_jsonl, synthgen, write
 from tests.integration.test_resume import _cached
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::ResourceWarning")
@@ -69,7 +69,7 @@ def test_ray_engine_keeps_the_local_engines_ids_and_files(tmp_path: Path, local_
         assert (tmp_path / "ray" / name).read_bytes() == (tmp_path / "local" / name).read_bytes(), name
     rejects = read_jsonl(tmp_path / "ray" / "rejects.jsonl")
     assert {"exact_duplicate", "near_duplicate"} <= {r["reason"] for r in rejects}
-    position = {row["id"]: i for i, row in enumerate(read_jsonl(tmp_path / "ray" / "checkpoints" / "00-generate.jsonl"))}
+    position = {row["id"]: i for i, row in enumerate(read_checkpoint_records(tmp_path / "ray", "00-generate"))}
     crossing = [r for r in rejects if r["stage"] != "00-generate" and r["meta"].get("duplicate_of") in position
                 and position[r["id"]] // BLOCK != position[r["meta"]["duplicate_of"]] // BLOCK]
     assert crossing  # duplicates whose first copy sat in another Ray block were found

@@ -9,7 +9,7 @@ from pathlib import Path
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import Recipe, load_recipe
 from synthgen.stages.source import Source
-from tests.conftest import REPO, read_jsonl, write
+from tests.conftest import REPO, read_checkpoint_records, read_jsonl, write
 
 REASONS = {"too_few_words", "too_many_words", "blacklisted_word", "write_a_program", "starts_with_punctuation",
            "starts_with_non_ascii", "rouge_similar", "target_reached", "conflicting_outputs", "no_valid_instances",
@@ -38,7 +38,7 @@ def test_bootstrap_run_then_cached_rerun(tmp_path: Path) -> None:
     # 8 requests of 1-2 instructions: ~10 survivors a round, so the loop needs rounds with generated examples
     recipe = sim_recipe(tmp_path, {"target": 15, "requests_per_round": 8, "instructions_per_request": 2})
     result = run_recipe(recipe, tmp_path / "run")
-    rows = read_jsonl(result.run_dir.checkpoints / "01-exact_dedup.jsonl")  # the tasks, before explode makes instance rows
+    rows = read_checkpoint_records(result.run_dir.path, "01-exact_dedup")  # the tasks, before explode makes instance rows
     assert len(rows) == 15 and result.records == sum(len(row["fields"]["instances"]) for row in rows)
     assert result.stats.http_requests > 30
     assert recipe.source is not None
@@ -75,7 +75,7 @@ def test_broken_answers_are_rejects_and_max_rounds_stops_the_loop(tmp_path: Path
     recipe = sim_recipe(tmp_path, {"target": 1000, "max_rounds": 2, "requests_per_round": 6}, sim)
     result = run_recipe(recipe, tmp_path / "run")
     summary = json.loads((result.run_dir.checkpoints / "00-self_instruct.summary.json").read_text())
-    accepted = len(read_jsonl(result.run_dir.checkpoints / "00-self_instruct.jsonl"))
+    accepted = len(read_checkpoint_records(result.run_dir.path, "00-self_instruct"))
     assert summary == {"rounds": 2, "accepted": accepted, "target": 1000, "stopped_by": "max_rounds"}
     reasons = {r["reason"] for r in read_jsonl(result.run_dir.rejects_path)}
     assert {"backend_http_500", "too_few_words"} <= reasons and reasons & {"invalid_json", "schema_mismatch"}

@@ -1,9 +1,11 @@
 """The run directory is synthgen's own: foreign folders refused, --fresh removes only synthgen's files, exports
 never replace a user's folder, a full disk loses nothing, stats add up across attempts, SIGTERM stops cleanly
-(issue 14, items 1, 2, 3, 4, 8 and 16)."""
+(issue 14, items 1, 2, 3, 4, 8 and 16); compact checkpoints (issue 19, item 4)."""
 
 from __future__ import annotations
 
+import json
+import random
 import signal
 import sqlite3
 import subprocess
@@ -11,16 +13,20 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 from typer.testing import CliRunner
 
+from synthgen import api as synthgen_api
 from synthgen import export
+from synthgen.api import recipe_from_dict
+from synthgen.checkpoints import CHECKPOINT_FORMAT
 from synthgen.cli import app
-from synthgen.recipe import load_recipe
+from synthgen.recipe import Recipe, load_recipe
 from synthgen.report import build_report
-from synthgen.rundir import EXPORT_MARKER, RUN_MARKER, RunDir
-from tests.conftest import REPO, disk_full_for, read_jsonl, synthgen, write
+from synthgen.rundir import EXPORT_MARKER, RUN_MARKER, RunDir, read_lines
+from tests.conftest import REPO, disk_full_for, read_checkpoint_records, read_jsonl, synthgen, write
 from tests.integration.test_report import FakeEncoder
 from tests.test_bad_input import BASE, assert_clean_failure, run
 
@@ -172,7 +178,7 @@ def test_item3_cli_export_cannot_write_over_the_run_files(tmp_path: Path, target
     assert files_in(out) == before
 
 
-@pytest.mark.parametrize("suffix", ["00-generate.jsonl.tmp", "00-generate.rejects.jsonl.tmp", "dataset.jsonl.tmp",
+@pytest.mark.parametrize("suffix", ["00-generate.jsonl.zst.tmp", "00-generate.rejects.jsonl.zst.tmp", "dataset.jsonl.tmp",
                                     "stats.json.tmp", "export"])
 def test_item4_a_full_disk_says_resume_and_loses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           suffix: str) -> None:
@@ -291,3 +297,65 @@ def test_item16_sigterm_stops_like_ctrl_c_and_the_run_resumes(tmp_path: Path) ->
     assert reference.returncode == 0, reference.stderr
     assert (run_dir / "dataset.jsonl").read_bytes() == (tmp_path / "ref" / "dataset.jsonl").read_bytes()
     assert len(read_jsonl(run_dir / "dataset.jsonl")) > 0
+
+
+def _filter_chain(source: Path, max_chars: int = 400) -> Recipe:
+    """A run without requests: exact dedup, then two length filters (each a Filter: its output is its input's)."""
+    return recipe_from_dict({"name": "chain", "backend": {"kind": "sim", "model": "m"},
+                             "source": {"path": str(source), "fields": ["text"]},
+                             "stages": [{"exact_dedup": {}}, {"length_filter": {"min_chars": 50}},
+                                        {"length_filter": {"max_chars": max_chars}}]})
+
+
+def _chain_input(tmp_path: Path) -> Path:
+    rng = random.Random(7)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 90))) for _ in range(500)]
+    texts += rng.sample(texts, 100)  # exact duplicates
+    return write(tmp_path / "in.jsonl", "".join(json.dumps({"text": text}) + "\n" for text in texts))
+
+
+def test_issue19_item4_filter_checkpoints_hold_positions_read_through_the_chain_and_resume(tmp_path: Path) -> None:
+    source = _chain_input(tmp_path)
+    out = tmp_path / "run"
+    synthgen_api.run(_filter_chain(source), out)
+    first = [orjson.loads(line) for line in read_lines(out / "checkpoints" / "00-exact_dedup.jsonl.zst")]
+    assert first and all(isinstance(row, dict) for row in first)  # the source is no checkpoint: records
+    for label in ("01-length_filter", "02-length_filter"):
+        lines = list(read_lines(out / "checkpoints" / f"{label}.jsonl.zst"))
+        assert lines and all(line.startswith(b"[") for line in lines)  # kept positions only
+        plain = sum(len(json.dumps(row)) + 1 for row in read_checkpoint_records(out, label))
+        assert (out / "checkpoints" / f"{label}.jsonl.zst").stat().st_size * 50 < plain
+    kept_1 = [row for row in read_checkpoint_records(out, "00-exact_dedup") if len(row["fields"]["text"]) >= 50]
+    assert read_checkpoint_records(out, "01-length_filter") == kept_1
+    assert read_checkpoint_records(out, "02-length_filter") == read_jsonl(out / "dataset.jsonl")
+    assert 0 < len(read_jsonl(out / "dataset.jsonl")) < len(kept_1) < len(first) < 600
+
+    done = {p.name: p.read_bytes() for p in (out / "checkpoints").glob("0[01]-*.done")}
+    synthgen_api.run(_filter_chain(source, max_chars=300), out)  # resumed at the last stage, over two checkpoints
+    assert {p.name: p.read_bytes() for p in (out / "checkpoints").glob("0[01]-*.done")} == done  # not run again
+    synthgen_api.run(_filter_chain(source, max_chars=300), tmp_path / "ref")
+    assert (out / "dataset.jsonl").read_bytes() == (tmp_path / "ref" / "dataset.jsonl").read_bytes()
+    assert (out / "rejects.jsonl").read_bytes() == (tmp_path / "ref" / "rejects.jsonl").read_bytes()
+
+
+def test_issue19_item4_a_run_with_plain_checkpoints_of_an_earlier_version_runs_again_cleanly(tmp_path: Path) -> None:
+    source = _chain_input(tmp_path)
+    out = tmp_path / "run"
+    synthgen_api.run(_filter_chain(source), out)
+    dataset, rejects = (out / "dataset.jsonl").read_bytes(), (out / "rejects.jsonl").read_bytes()
+    for done in sorted((out / "checkpoints").glob("*.done")):  # as the previous version wrote them
+        rows = read_checkpoint_records(out, done.stem)
+        write(done.with_suffix(".jsonl"), "".join(json.dumps(row) + "\n" for row in rows))
+        write(done.with_suffix(".rejects.jsonl"),
+              "".join(line.decode() + "\n" for line in read_lines(done.with_suffix(".rejects.jsonl.zst"))))
+        done.write_bytes(orjson.dumps({k: v for k, v in orjson.loads(done.read_bytes()).items() if k != "format"}))
+    for path in (out / "checkpoints").glob("*.zst"):
+        path.unlink()
+    (out / "dataset.jsonl").unlink()
+
+    synthgen_api.run(_filter_chain(source), out)
+    assert (out / "dataset.jsonl").read_bytes() == dataset and (out / "rejects.jsonl").read_bytes() == rejects
+    assert sorted(p.name for p in (out / "checkpoints").glob("*.jsonl")) == []  # the plain ones are gone
+    assert all(orjson.loads(p.read_bytes())["format"] == CHECKPOINT_FORMAT for p in (out / "checkpoints").glob("*.done"))
+    assert read_checkpoint_records(out, "02-length_filter") == read_jsonl(out / "dataset.jsonl")

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from synthgen.embedding import approximate
 from synthgen.embedding.diversity import (
     cluster_entropy,
     diversity_metrics,
@@ -83,10 +84,12 @@ def planted(seed: int = 0) -> tuple[np.ndarray, dict[int, int]]:
     return np.concatenate([originals, copies]), {40 + i: int(source) for i, source in enumerate(sources)}
 
 
-@pytest.mark.parametrize("exact_limit", [100_000, 30])  # 30 < 60 rows: the k-means partitioned path
-def test_semantic_duplicates_drop_exactly_the_planted(exact_limit: int) -> None:
-    x, truth = planted()
-    found = semantic_duplicates(x, 0.95, exact_limit=exact_limit)
+@pytest.mark.parametrize(("exact_limit", "approximate"), [(100_000, "auto"), (30, "kmeans"), (30, "faiss")])
+def test_semantic_duplicates_drop_exactly_the_planted(exact_limit: int, approximate: str) -> None:
+    if approximate == "faiss":
+        pytest.importorskip("faiss")
+    x, truth = planted()  # 60 rows: past an exact_limit of 30, the approximate paths
+    found = semantic_duplicates(x, 0.95, exact_limit=exact_limit, approximate=approximate)
     assert {dropped: kept for dropped, kept, _ in found} == truth
     for dropped, kept, similarity in found:
         assert similarity == pytest.approx(float(x[dropped] @ x[kept]), abs=1e-6) and similarity >= 0.95
@@ -145,3 +148,46 @@ def test_selections_return_k_sorted_distinct_indices(select: Callable[[np.ndarra
     chosen = select(x, 7)
     assert len(chosen) == 7 and list(chosen) == sorted(set(chosen.tolist()))
     assert list(select(x, 100)) == list(range(60))
+
+
+def near_duplicate_set(n: int, dim: int, seed: int) -> np.ndarray:
+    """n rows, a fifth of them noisy copies (cosine ~0.97-0.99) of earlier rows, shuffled."""
+    rng = np.random.default_rng(seed)
+    originals = unit(rng.normal(size=(n - n // 5, dim)))
+    copies = unit(originals[rng.integers(0, len(originals), n // 5)] + rng.normal(scale=0.03, size=(n // 5, dim)))
+    return unit(np.concatenate([originals, copies])[rng.permutation(n)])
+
+
+def test_faiss_duplicates_are_verified_pairs_with_high_recall_and_exact_when_probing_every_list() -> None:
+    pytest.importorskip("faiss")
+    x = near_duplicate_set(6000, 32, seed=5)
+    exact = semantic_duplicates(x, 0.95)
+    assert len(exact) > 1000
+    every_list = approximate.faiss_duplicates(x, 0.95, probes=10_000)
+    assert every_list == [(d, k, pytest.approx(s, abs=1e-5)) for d, k, s in exact]
+    found = approximate.faiss_duplicates(x, 0.95, probes=2)
+    dropped = np.zeros(len(x), dtype=bool)
+    dropped[[d for d, _, _ in found]] = True
+    for d, k, s in found:  # every drop names an earlier kept row within the threshold
+        assert k < d and not dropped[k] and s >= 0.95 and s == pytest.approx(float(x[d] @ x[k]), abs=1e-5)
+    recall = approximate.sampled_recall(x, dropped, 0.95, sample=len(x))
+    assert recall is not None and 0.9 < recall <= 1.0
+    assert semantic_duplicates(x, 0.95, exact_limit=1000, approximate="faiss") == approximate.faiss_duplicates(x, 0.95)
+
+
+def test_sampled_recall_counts_kept_rows_with_a_kept_duplicate_before_them() -> None:
+    x, truth = planted()
+    dropped = np.zeros(len(x), dtype=bool)
+    dropped[list(truth)] = True
+    assert approximate.sampled_recall(x, dropped, 0.95) == 1.0
+    missed = dropped.copy()
+    missed[list(truth)[:5]] = False  # five planted copies kept: each has its kept original before it
+    assert approximate.sampled_recall(x, missed, 0.95) == round(15 / 20, 4)
+    assert approximate.sampled_recall(x, np.zeros(len(x), dtype=bool), 0.95) == 0.0
+    assert approximate.sampled_recall(x[:40], np.zeros(40, dtype=bool), 0.95) is None  # originals only: no duplicate
+
+
+def test_greedy_rule_resolves_chains_in_input_order() -> None:
+    rows, earlier, similarities = np.array([2, 1, 3, 3]), np.array([1, 0, 0, 2]), np.array([0.97, 0.96, 0.95, 0.99])
+    # 1 ~ 0: dropped; 2 ~ 1 only, and 1 is gone: kept; 3 ~ 0 and ~ 2, both kept: its most similar, 2
+    assert approximate.greedy_rule(4, rows, earlier, similarities) == [(1, 0, 0.96), (3, 2, 0.99)]

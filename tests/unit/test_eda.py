@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from synthgen.record import Record
 from synthgen.stages.base import StageContext
@@ -58,3 +59,53 @@ def test_the_stage_keeps_labels_and_is_deterministic(tmp_path: Path) -> None:
             parent = rows[0] if record.meta["parents"] == ["a"] else rows[1]
             assert record.fields["label"] == parent.fields["label"]
             assert record.fields["operation"] in ("random_swap", "random_deletion")
+
+
+def full_matrix_table(words: list[str], vectors: np.ndarray, min_similarity: float, rows: range | np.ndarray,
+                      k: int = 5) -> dict[str, list[str]]:
+    """The reference: each row's ranking over its full similarity row (what the vocabulary^2 matrix held)."""
+    table = {}
+    for row in rows:
+        scores = vectors @ vectors[row]
+        scores[row] = -np.inf
+        best = np.argsort(-scores, kind="stable")[:k]
+        table[words[row]] = [words[i] for i in best if scores[i] >= min_similarity]
+    return table
+
+
+@pytest.mark.slow
+def test_blocked_synonym_table_equals_the_full_matrix_on_a_real_vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
+    from synthgen.embedding.encoder import Encoder
+    from synthgen.stages import eda
+
+    text = " ".join(["my card payment was declined at the shop how do I top up with cash transfer money account",
+                     "balance refund charge fee exchange rate travel abroad pin blocked lost stolen phone app verify",
+                     "identity passport address change cancel order delivery arrive late wrong item return policy"])
+    words = sorted(set(text.lower().split()))
+    vectors = Encoder().encode(words)
+    expected = full_matrix_table(words, vectors, 0.3, range(len(words)))
+    assert any(expected.values())
+    monkeypatch.setattr(eda, "_BLOCK", 7)  # several blocks, the last one partial
+    assert synonym_table(words, vectors, 0.3) == expected
+
+
+@pytest.mark.slow
+def test_synonym_table_of_20k_words_stays_in_blocks() -> None:
+    import tracemalloc
+
+    n = 20_000
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(n // 4, 16)).astype(np.float32)  # 4 noisy copies of each centre: real neighbours
+    vectors = np.repeat(vectors, 4, axis=0) + 0.3 * rng.normal(size=(n, 16)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    words = [f"w{i}" for i in range(n)]
+    tracemalloc.start()
+    try:
+        table = synonym_table(words, vectors, 0.8)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < n * n * 4 / 4  # a quarter of the vocabulary^2 float32 matrix the query must not build
+    sample = rng.choice(n, 300, replace=False)
+    assert {words[i]: table[words[i]] for i in sample} == full_matrix_table(words, vectors, 0.8, sample)
+    assert sum(map(len, table.values())) > n  # most words found their planted neighbours

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from synthgen.errors import ConfigError
+from synthgen.errors import ConfigError, RunDirError
 from synthgen.estimate import estimate_recipe
-from synthgen.export import ExportConfig, export_records
+from synthgen.export import LAYOUTS, ExportConfig, export_records
+from synthgen.hashing import stable_int
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
 from synthgen.record import Record
@@ -119,3 +124,80 @@ def test_export_stage_card_and_estimate_match_a_run(tmp_path: Path) -> None:
         assert text in card, text
     again = export_run(tmp_path / "run", ExportConfig(layout="sharegpt"), tmp_path / "again")
     assert again.rows == {"train": 50} and "## Rejects by reason" in (tmp_path / "again" / "README.md").read_text()
+
+
+def test_parquet_and_hf_unify_rows_whose_types_change_across_batches(tmp_path: Path) -> None:
+    """A field null in the first batches and a string later, an int that becomes a float, a key (and a struct's key)
+    only later rows have: one schema fits them all, written a few rows at a time."""
+    fields = [{"text": "a", "note": None, "score": 1}, {"text": "b", "note": None, "score": 2},
+              {"text": "c", "note": "late", "score": 2.5, "extra": {"k": 1}}, {"text": "d", "score": 3, "extra": {"j": "x"}},
+              {"text": "e", "note": "z", "score": 4, "tags": ["t"]}]
+    records = [Record(f"r{i}", row, {}) for i, row in enumerate(fields)]
+    expected = [{"text": row["text"], "note": row.get("note"), "score": float(row["score"]),
+                 "extra": {"k": row.get("extra", {}).get("k"), "j": row.get("extra", {}).get("j")} if "extra" in row else None,
+                 "tags": row.get("tags")} for row in fields]
+    for fmt in ("parquet", "hf"):
+        config = ExportConfig(layout="records", format=fmt)  # type: ignore[arg-type]
+        result = export_records(records, config, tmp_path / fmt, batch_rows=2)
+        assert result.rows == {"train": 5}
+        rows = load(tmp_path / fmt, fmt)["train"].to_list()
+        assert [{k: row[k] for k in expected[0]} for row in rows] == expected
+    assert pq.ParquetFile(tmp_path / "parquet" / "train.parquet").num_row_groups == 3
+    assert sorted(path.name for path in (tmp_path / "hf").iterdir()) == [".synthgen-export", "hf"]  # no staging files left
+
+
+def test_rows_no_column_type_fits_fail_cleanly(tmp_path: Path) -> None:
+    records = [Record("a", {"n": 1}, {}), Record("b", {"n": 2}, {}), Record("c", {"n": "three"}, {})]
+    with pytest.raises(RunDirError, match="cannot write these rows as Parquet .*give each field one type, or export JSONL"):
+        export_records(records, ExportConfig(format="parquet"), tmp_path / "out", batch_rows=2)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+
+
+@pytest.mark.parametrize("layout", ["records", "messages", "triplets"])
+def test_streamed_files_equal_the_in_memory_export(tmp_path: Path, layout: str) -> None:
+    """Each format holds what building the whole table in memory held: same JSONL bytes, same Parquet table, same
+    `datasets` features and rows."""
+    config = ExportConfig(layout=layout, test_size=0.3)  # type: ignore[arg-type]
+    rows: dict[str, list[dict[str, object]]] = {"train": [], "test": []}
+    for record in RECORDS:
+        rows["test" if stable_int(0, record.id) % 10_000 < 3_000 else "train"].append(LAYOUTS[layout](record, config))  # type: ignore[arg-type]
+    for fmt in ("jsonl", "parquet", "hf"):
+        export_records(RECORDS, config.model_copy(update={"format": fmt}), tmp_path / fmt, batch_rows=7)
+    for split, expected in rows.items():
+        assert (tmp_path / "jsonl" / f"{split}.jsonl").read_bytes() == b"".join(orjson.dumps(row) + b"\n" for row in expected)
+        pq.write_table(pa.Table.from_pylist(expected), tmp_path / f"{split}.parquet")
+        assert pq.read_table(tmp_path / "parquet" / f"{split}.parquet").equals(pq.read_table(tmp_path / f"{split}.parquet"))
+        in_memory, streamed = datasets.Dataset.from_list(expected), datasets.load_from_disk(str(tmp_path / "hf" / "hf"))[split]
+        assert streamed.features == in_memory.features and streamed.to_list() == in_memory.to_list()
+
+
+def test_export_writes_rows_while_they_arrive(tmp_path: Path) -> None:
+    """Rows reach the disk as records come, not after the last one: by the last record, most bytes are written."""
+    observed: list[int] = []
+
+    def records() -> Iterator[Record]:
+        for i in range(400):
+            yield Record(f"r{i}", {"text": f"{i} " + "x" * 2000}, {})
+        observed.append((tmp_path / "out.tmp" / "train.jsonl").stat().st_size)
+
+    export_records(records(), ExportConfig(layout="text", format="parquet"), tmp_path / "out", batch_rows=50)
+    final = 400 * len(orjson.dumps({"text": "100 " + "x" * 2000}) + b"\n")
+    assert observed and observed[0] >= final // 2
+    assert pq.ParquetFile(tmp_path / "out" / "train.parquet").num_row_groups == 8
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
+def test_push_to_hub_sends_the_written_splits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
+    """The Hub gets the export's own rows, read back from its files (the upload itself is replaced here)."""
+    pushed: list[tuple[str, dict[str, list[dict[str, object]]], str | None]] = []
+
+    def push(self: datasets.DatasetDict, repo: str, token: str | None = None) -> None:
+        pushed.append((repo, {split: self[split].to_list() for split in self}, token))
+
+    monkeypatch.setenv("HF_TOKEN", "secret")
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", push)
+    config = ExportConfig(layout="alpaca", format=fmt, test_size=0.25, push_to_hub="me/data")  # type: ignore[arg-type]
+    export_records(RECORDS, config, tmp_path / "out", batch_rows=4)
+    written = load(tmp_path / "out", fmt)
+    assert pushed == [("me/data", {split: written[split].to_list() for split in ("train", "test")}, "secret")]
+    assert not list(tmp_path.glob(".hub-*"))  # the Arrow copy made for the upload is gone

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import orjson
 import pytest
 
 from synthgen.backends.base import ChatRequest, Completion
@@ -12,7 +13,7 @@ from synthgen.cache import RequestCache
 from synthgen.errors import RunDirError
 from synthgen.pipeline import run_recipe
 from synthgen.recipe import load_recipe
-from synthgen.rundir import RunDir, redact, write_atomic
+from synthgen.rundir import JsonlWriter, RunDir, read_lines, redact, write_atomic
 from tests.conftest import disk_full_for
 
 
@@ -86,3 +87,28 @@ def test_a_full_disk_during_a_run_leaves_no_dataset(tmp_path: Path, monkeypatch:
         run_recipe(recipe, tmp_path / "run", limit=3)
     assert not list((tmp_path / "run").glob("dataset.jsonl*"))
     assert not list((tmp_path / "run").glob("*.tmp")) and not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))
+
+
+def test_a_zst_path_is_written_compressed_in_frames_and_read_back_line_by_line(tmp_path: Path) -> None:
+    lines = [orjson.dumps({"n": n, "text": f"record {n} " * 20}) for n in range(12_000)]  # ~2.6 MB: three frames
+    writer = JsonlWriter(tmp_path / "out.jsonl.zst")
+    for line in lines:
+        writer.write_line(line)
+    writer.commit()
+    plain = JsonlWriter(tmp_path / "out.jsonl")
+    for line in lines:
+        plain.write_line(line)
+    plain.commit()
+    assert list(read_lines(tmp_path / "out.jsonl.zst")) == lines == list(read_lines(tmp_path / "out.jsonl"))
+    assert (tmp_path / "out.jsonl.zst").stat().st_size * 10 < (tmp_path / "out.jsonl").stat().st_size
+    assert (tmp_path / "out.jsonl").read_bytes() == b"".join(line + b"\n" for line in lines)  # users' files: plain
+
+
+def test_a_full_disk_on_a_compressed_checkpoint_names_it_and_leaves_no_temporary(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk_full_for(monkeypatch, "out.jsonl.zst.tmp")
+    writer = JsonlWriter(tmp_path / "out.jsonl.zst")
+    writer.write_line(b'{"a": 1}')
+    with pytest.raises(RunDirError, match=r"out.jsonl.zst: cannot write .No space left on device.; free space"):
+        writer.commit()
+    assert list(tmp_path.iterdir()) == []

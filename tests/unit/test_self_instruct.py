@@ -34,7 +34,7 @@ from synthgen.record import Record
 from synthgen.sim import SimServer
 from synthgen.stages.base import StageContext
 from synthgen.stages.transform import Explode, ExplodeParams
-from tests.conftest import REPO, read_jsonl, synthgen, write
+from tests.conftest import REPO, read_checkpoint_records, read_jsonl, synthgen, write
 
 
 def verdict(text: str) -> str | None:
@@ -218,7 +218,7 @@ def test_shipped_settings_put_generated_instructions_into_later_prompts(sim: Sim
     with recording_proxy(sim.base_url, bodies) as url:
         result = run_recipe(recipe.with_backend(base_url=url), tmp_path / "run")
     seeds = {row["instruction"] for row in read_jsonl(REPO / "recipes" / "data" / "self_instruct_seed_tasks.jsonl")}
-    accepted = {row["fields"]["instruction"] for row in read_jsonl(result.run_dir.checkpoints / "00-self_instruct.jsonl")}
+    accepted = {row["fields"]["instruction"] for row in read_checkpoint_records(result.run_dir.path, "00-self_instruct")}
     shown = []  # the example instructions of each instruction-generation prompt, in the order sent
     for body in bodies:
         prompt = body["messages"][-1]["content"]  # type: ignore[index]
@@ -303,7 +303,7 @@ def test_explode_merge_makes_one_flat_record_per_object(tmp_path: Path) -> None:
 def test_self_instruct_run_exports_one_row_per_instance(tmp_path: Path) -> None:
     recipe = load_recipe(REPO / "recipes" / "self_instruct.yaml")
     result = run_recipe(recipe.with_backend(kind="sim"), tmp_path / "run")
-    tasks = read_jsonl(result.run_dir.checkpoints / "01-exact_dedup.jsonl")
+    tasks = read_checkpoint_records(result.run_dir.path, "01-exact_dedup")
     instances = [(t["fields"]["instruction"], i["input"], i["output"]) for t in tasks for i in t["fields"]["instances"]]
     assert len(tasks) == 100 and len(instances) > len(tasks)
     for layout in ("alpaca", "messages", "sharegpt"):

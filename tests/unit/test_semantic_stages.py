@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+import tracemalloc
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
 from synthgen.embedding.encoder import Encoder
@@ -95,3 +101,62 @@ def test_diversity_select_params_are_checked() -> None:
         DiversitySelectParams()
     with pytest.raises(ValueError, match="needs `score`"):
         DiversitySelectParams(k=3, method="mmr")
+
+
+class HashEncoder:
+    """A fake sentence encoder: a fixed random unit vector per text (no model)."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        vectors = np.stack([np.random.default_rng(zlib.crc32(t.encode())).normal(size=384) for t in texts])
+        return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+@dataclass
+class FakeEncoderContext(StageContext):
+    def encoder(self, model: str, batch_size: int = 64) -> Any:
+        return HashEncoder()
+
+
+def test_diversity_select_holds_one_float32_array_and_compact_per_record_state(tmp_path: Path) -> None:
+    n = 3 * DiversitySelect.chunk
+    ctx = FakeEncoderContext(label="04-semantic", index=4, seed=0, recipe_path=tmp_path / "r.yaml",
+                             prompts_dir=tmp_path, resolve=lambda name: tmp_path / name, workdir=tmp_path)
+    stage = DiversitySelect(DiversitySelectParams(fields=["q"], k=5, method="mmr", score="rating",
+                                                  label_field="topic"), ctx)
+    batches = [[Record(f"r{i}", {"q": f"question {i}", "topic": f"topic {i % 50}"}, {"scores": {"rating": i % 7}})
+                for i in range(start, start + DiversitySelect.chunk)] for start in range(0, n, DiversitySelect.chunk)]
+    stage.start()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for batch in batches:
+            stage.see(batch)
+        vectors, scores = stage.vectors(), stage.scores.trim()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert vectors.shape == (n, 384) and vectors.dtype == np.float32 and scores.dtype == np.float64
+    assert scores[:8].tolist() == [0, 1, 2, 3, 4, 5, 6, 0]
+    ids = sum(sys.getsizeof(i) + 8 for i in stage.ids)
+    assert held < 1.2 * (vectors.nbytes + ids + n * (8 + 4))  # vectors once, ids, a float64 score, an int32 label
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["kmeans", "faiss"])
+def test_semantic_dedup_past_exact_limit_reports_its_sampled_recall(tmp_path: Path, backend: str) -> None:
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    rejects: list[tuple[Record, str, str | None]] = []
+    ctx = FakeEncoderContext(label="04-semantic", index=4, seed=0, recipe_path=tmp_path / "r.yaml", prompts_dir=tmp_path,
+                             resolve=lambda name: tmp_path / name, workdir=tmp_path,
+                             reject=lambda r, reason, detail: rejects.append((r, reason, detail)))
+    rows = [Record(f"r{i}", {"q": f"question {i % 400}"}) for i in range(500)]  # 100 exact repeats of earlier rows
+    params = SemanticDedupParams(fields=["q"], exact_limit=100, approximate=backend)  # type: ignore[arg-type]
+    kept = list(SemanticDedup(params, ctx).run(rows))
+    assert [r.id for r in kept] == [f"r{i}" for i in range(400)]
+    assert {r.meta["duplicate_of"] for r, _, _ in rejects} == {f"r{i}" for i in range(100)}
+    metrics = ctx.stats.metrics["04-semantic"]
+    assert metrics["approximate"] == backend and metrics["approx_recall"] == 1.0 and metrics["dropped"] == 100
+    ctx.stats.metrics.clear()
+    list(SemanticDedup(SemanticDedupParams(fields=["q"]), ctx).run(rows))  # under exact_limit: exact, no estimate
+    assert "approx_recall" not in ctx.stats.metrics["04-semantic"]
