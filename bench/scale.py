@@ -2,6 +2,7 @@
 
     python bench/scale.py                         # sizes 100k,300k,1000k, local engine
     python bench/scale.py --sizes 100k --engine ray
+    python bench/scale.py --sizes 1m --engine ray --end-to-end   # one fresh run, no per-stage rows
 
 Input: a JSONL file of synthetic instruction-like records (~1.7 KB of JSON each: instruction, input, output),
 with planted exact duplicates (5%), near duplicates (5%: an earlier record with a few words changed) and short
@@ -13,7 +14,9 @@ resumes from stage k-1's checkpoint and runs stage k alone. Its row is that proc
 `synthgen.run` (reading the checkpoint before it, the stage, writing its checkpoint and dataset.jsonl, plus the
 fixed overhead shown in the `overhead` row: a run with nothing left to do, i.e. fingerprints of the input file and,
 with Ray, starting Ray), records/s (records the stage took in / wall), peak RSS (the process tree's RSS sampled
-every 50 ms with psutil, Ray's processes included; `driver` is the driver's exact high-water mark, ru_maxrss) and
+every 50 ms with psutil, Ray's processes included; `anon` the same without file-backed pages, i.e. without
+memory-mapped files such as the Arrow files the HF export maps, which the kernel drops under pressure; `driver`
+is the driver's exact high-water mark, ru_maxrss) and
 the disk it wrote: `ckpt` its checkpoint (output, rejects, .done), `plain` what that checkpoint took as plain
 JSONL before issue 19, `disk` all it left (checkpoint, index, spills, export folder). The `all` row is one fresh
 run of every stage end to end. `kept` is a digest of the ids a stage kept, in order, to compare decisions across
@@ -98,17 +101,19 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
     from synthgen import api
 
-    me, peak, stop = psutil.Process(), [0], threading.Event()
+    me, peak, stop = psutil.Process(), [0, 0], threading.Event()
 
     def sample() -> None:
         while not stop.wait(0.05):
-            total = 0
+            total = anonymous = 0
             for process in [me, *me.children(recursive=True)]:
                 try:
-                    total += process.memory_info().rss
+                    info = process.memory_info()
                 except psutil.Error:
-                    pass  # ended between the listing and the reading
-            peak[0] = max(peak[0], total)
+                    continue  # ended between the listing and the reading
+                total += info.rss
+                anonymous += info.rss - info.shared  # shared = file-backed pages (memory-mapped files) + shmem
+            peak[0], peak[1] = max(peak[0], total), max(peak[1], anonymous)
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
@@ -122,7 +127,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     wall = time.perf_counter() - started
     stop.set()
     thread.join()
-    return {"wall": wall, "peak": peak[0], "driver": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    return {"wall": wall, "peak": peak[0], "anon": peak[1],
+            "driver": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -161,23 +167,24 @@ def kept_digest(out: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def measure(size: int, work: Path, engine: str, stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per stage, then the overhead and the end-to-end run, at `size` records."""
+def measure(size: int, work: Path, engine: str, stages: list[dict[str, Any]], per_stage: bool = True) -> list[dict[str, Any]]:
+    """One row per stage (unless not `per_stage`), then the overhead and the end-to-end run, at `size` records."""
     source = make_input(work / f"input-{size}.jsonl", size)
     out, rows = work / f"run-{engine}-{size}", []
     shutil.rmtree(out, ignore_errors=True)
-    for k, stage in enumerate(stages):
+    for k, stage in enumerate(stages if per_stage else []):
         result = run_child({"recipe": recipe(source, stages[:k + 1]), "out": str(out), "engine": engine})
         label = f"{k:02d}-{next(iter(stage))}"
         counts = orjson.loads((out / "stats.json").read_bytes())["stages"][label]
         checkpoint, disk = stage_disk(out, label, stage)
         rows.append({"stage": label, **result, "records_in": counts["records_in"], "records_out": counts["records_out"],
                      "checkpoint": checkpoint, "plain": plain_bytes(out, label), "disk": disk, "kept": kept_digest(out)})
-    overhead = run_child({"recipe": recipe(source, stages), "out": str(out), "engine": engine})
-    rows.append({"stage": "overhead", **overhead, "records_in": 0})
-    shutil.rmtree(out)
+    if per_stage:
+        overhead = run_child({"recipe": recipe(source, stages), "out": str(out), "engine": engine})
+        rows.append({"stage": "overhead", **overhead, "records_in": 0})
+        shutil.rmtree(out)
     whole = run_child({"recipe": recipe(source, stages), "out": str(out), "engine": engine})
-    rows.append({"stage": "all", **whole, "records_in": size, "disk": folder_bytes(out)})
+    rows.append({"stage": "all", **whole, "records_in": size, "disk": folder_bytes(out), "kept": kept_digest(out)})
     shutil.rmtree(out)
     return rows
 
@@ -185,12 +192,13 @@ def measure(size: int, work: Path, engine: str, stages: list[dict[str, Any]]) ->
 def show(size: int, rows: list[dict[str, Any]]) -> None:
     mb = 1 << 20
     print(f"\n{size:,} records")
-    print(f"{'stage':18} {'wall s':>8} {'rec/s':>9} {'peak MB':>8} {'driver MB':>9} {'ckpt MB':>8} {'plain MB':>8} "
-          f"{'disk MB':>8} {'out':>8}  kept")
+    print(f"{'stage':18} {'wall s':>8} {'rec/s':>9} {'peak MB':>8} {'anon MB':>8} {'driver MB':>9} {'ckpt MB':>8} "
+          f"{'plain MB':>8} {'disk MB':>8} {'out':>8}  kept")
     for row in rows:
         rate = row["records_in"] / row["wall"] if row["records_in"] else 0
         sizes = "".join(f"{'' if row.get(k) is None else f'{row[k] / mb:.1f}':>9}" for k in ("checkpoint", "plain", "disk"))
-        print(f"{row['stage']:18} {row['wall']:8.1f} {rate:9,.0f} {row['peak'] / mb:8.0f} {row['driver'] / mb:9.0f}"
+        print(f"{row['stage']:18} {row['wall']:8.1f} {rate:9,.0f} {row['peak'] / mb:8.0f} {row['anon'] / mb:8.0f} "
+              f"{row['driver'] / mb:9.0f}"
               f"{sizes} {row.get('records_out', ''):>8}  {row.get('kept', '')}")
 
 
@@ -201,6 +209,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/synthgen-scale"), help="inputs and run directories")
     parser.add_argument("--stages", type=int, default=len(STAGES), help="run only the first N stages")
     parser.add_argument("--json", type=Path, help="also write every row here")
+    parser.add_argument("--end-to-end", action="store_true", help="only the overhead and end-to-end rows")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -209,13 +218,15 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     results = {}
     for size in map(parse_size, args.sizes.split(",")):
-        results[size] = measure(size, args.work, args.engine, STAGES[:args.stages])
+        results[size] = measure(size, args.work, args.engine, STAGES[:args.stages], not args.end_to_end)
         show(size, results[size])
     if len(results) > 1:
         first, last = min(results), max(results)
         peak = {size: max(row["peak"] for row in rows) for size, rows in results.items()}
+        anon = {size: max(row["anon"] for row in rows) for size, rows in results.items()}
         wall = {size: next(row["wall"] for row in rows if row["stage"] == "all") for size, rows in results.items()}
-        print(f"\n{first:,} -> {last:,} records ({last / first:.0f}x): peak RSS x{peak[last] / peak[first]:.2f}, "
+        print(f"\n{first:,} -> {last:,} records ({last / first:.0f}x): peak RSS x{peak[last] / peak[first]:.2f} "
+              f"(anonymous x{anon[last] / anon[first]:.2f}), "
               f"end-to-end time x{wall[last] / wall[first]:.2f}")
     if args.json:
         args.json.write_text(json.dumps({"engine": args.engine, "sizes": results}, indent=1))

@@ -1,7 +1,8 @@
 """Export: a run's records in the layout a trainer reads (chat messages, Alpaca, ShareGPT, sentence-transformers
-triplets or pairs, pretraining text, DPO preference pairs), as JSONL, Parquet or a Hugging Face `datasets` folder,
-with an optional seeded train/test split and a dataset card. Files appear only when complete (a temporary folder
-renamed)."""
+triplets or pairs, pretraining text, DPO preference pairs, BEIR corpus/queries/qrels,
+RAG-eval rows, chat messages with the context), as JSONL, Parquet or a
+Hugging Face `datasets` folder, with an optional seeded train/test split and a dataset card. Files appear only
+when complete (a temporary folder renamed)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ from pydantic import Field, ValidationInfo, field_validator
 from synthgen.arrow_rows import BATCH_ROWS, jsonl_to_arrow, jsonl_to_parquet, parquet_to_arrow
 from synthgen.config import StrictModel
 from synthgen.errors import ConfigError, RunDirError
+from synthgen.export_beir import write_beir
 from synthgen.hashing import stable_int
 from synthgen.record import Record
 from synthgen.rundir import EXPORT_MARKER, write_error
 from synthgen.version import __version__
 
-Layout = Literal["records", "messages", "alpaca", "sharegpt", "triplets", "pairs", "text", "preference"]
+Layout = Literal["records", "messages", "alpaca", "sharegpt", "triplets", "pairs", "text", "preference", "beir", "rag",
+                 "rag_messages"]
 Row = dict[str, Any]
 
 
@@ -60,16 +63,26 @@ class ExportConfig(StrictModel):
             raise ValueError("only the preference layout has a conversational form; remove it or set layout: preference")
         return conversational
 
+    @field_validator("layout")
+    @classmethod
+    def _beir_jsonl(cls, layout: str, info: ValidationInfo) -> str:
+        if layout == "beir" and info.data.get("format") != "jsonl":
+            raise ValueError("the beir layout writes BEIR's own JSONL and TSV files; remove `format` or set format: jsonl")
+        return layout
+
 
 ROLE_DEFAULTS = {
     "instruction": "instruction", "input": "input", "output": "response", "system": "system",
     "anchor": "anchor", "positive": "positive", "negative": "negative", "negatives": "mined_negatives", "text": "text",
-    "prompt": "prompt", "chosen": "chosen", "rejected": "rejected",
+    "prompt": "prompt", "chosen": "chosen", "rejected": "rejected", "title": "title", "corpus_id": "chunk_id",
+    "question": "question", "answer": "answer", "contexts": "contexts", "source_ids": "source_ids",
 }
 LAYOUT_ROLES: dict[str, tuple[str, ...]] = {  # the roles each layout reads, i.e. the keys `fields` may rename
     "records": (), "messages": ("instruction", "input", "output", "system"), "alpaca": ("instruction", "input", "output"),
     "sharegpt": ("instruction", "input", "output"), "triplets": ("anchor", "positive", "negative", "negatives"),
     "pairs": ("anchor", "positive"), "text": ("text",), "preference": ("prompt", "chosen", "rejected"),
+    "beir": ("anchor", "positive", "title", "corpus_id"), "rag": ("question", "answer", "contexts", "source_ids"),
+    "rag_messages": ("question", "answer", "contexts", "system"),
 }
 
 
@@ -167,6 +180,27 @@ def _preference(record: Record, config: ExportConfig) -> Row | None:
             "rejected": [{"role": "assistant", "content": row["rejected"]}]}
 
 
+def _rag(record: Record, config: ExportConfig) -> Row | None:
+    """A RAG-evaluation row as Ragas and similar tools read it: {question, answer, contexts, source_ids}."""
+    row = {role: _role(record, config, role) for role in ("question", "answer", "contexts", "source_ids")}
+    if not all(isinstance(row[role], str) and row[role] for role in ("question", "answer")) \
+            or not isinstance(row["contexts"], list) or not row["contexts"]:
+        return None
+    return {**row, "source_ids": row["source_ids"] if isinstance(row["source_ids"], list) else []}
+
+
+def _rag_messages(record: Record, config: ExportConfig) -> Row | None:
+    """Chat messages for training an answer from context: the passages and the question in the user turn."""
+    row = _rag(record, config)
+    if row is None:
+        return None
+    passages = "\n\n".join(f"<context>\n{text}\n</context>" for text in row["contexts"])
+    system = _role(record, config, "system")
+    turns = [{"role": "system", "content": system}] if isinstance(system, str) and system else []
+    user = f"Answer the question from the context below.\n\n{passages}\n\nQuestion: {row['question']}"
+    return {"messages": [*turns, {"role": "user", "content": user}, {"role": "assistant", "content": row["answer"]}]}
+
+
 def _records(record: Record, config: ExportConfig) -> Row | None:
     return {"id": record.id, **record.fields, "meta": orjson.dumps(record.meta).decode()}
 
@@ -174,6 +208,7 @@ def _records(record: Record, config: ExportConfig) -> Row | None:
 LAYOUTS: dict[str, Callable[[Record, ExportConfig], Row | None]] = {
     "records": _records, "messages": _messages, "alpaca": _alpaca, "sharegpt": _sharegpt,
     "triplets": _triplets, "pairs": _pairs, "text": _text, "preference": _preference,
+    "rag": _rag, "rag_messages": _rag_messages,
 }
 
 
@@ -224,6 +259,10 @@ def _write(records: Iterable[Record], config: ExportConfig, folder: Path, result
     """Stream the rows into `folder`'s split files (JSONL, line by line), counting them in `result`; then convert
     them to the chosen format. A `test` split exists only when a row falls in it; a split is the stable hash of
     the record id, so no shuffle holds the set in memory."""
+    if config.layout == "beir":  # three files, not one row per record (synthgen.export_beir)
+        result.rows, result.skipped = write_beir(records, lambda record, role: _role(record, config, role),
+                                                 lambda id_: _split(id_, config) if config.test_size else None, folder)
+        return
     to_row = LAYOUTS[config.layout]
     with ExitStack() as files:
         handles: dict[str, IO[bytes]] = {"train": files.enter_context((folder / "train.jsonl").open("wb"))}

@@ -16,8 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from synthgen.errors import InputError
 from synthgen.hashing import content_hash, file_digest
 from synthgen.recipe import Recipe
+from synthgen.stages.source import Source, SourceConfig
 
 
 def stage_fingerprints(recipe: Recipe, stage_count: int, limit: int | None,
@@ -29,7 +31,7 @@ def stage_fingerprints(recipe: Recipe, stage_count: int, limit: int | None,
     source = None
     if recipe.source is not None:
         source = [_with_files(recipe.source.model_dump(mode="json"), recipe.resolve),
-                  _folder_digest(recipe.resolve(recipe.source.path))]
+                  _source_digest(recipe.source, recipe.resolve(recipe.source.path))]
     templates = _folder_digest(recipe.resolve(recipe.prompts_dir))
     identity = backend_identity or recipe.backend.identity()
     chain: Any = [recipe.seed, identity, recipe.backend.model, source, templates, limit]
@@ -42,6 +44,19 @@ def stage_fingerprints(recipe: Recipe, stage_count: int, limit: int | None,
         chain = [chain, spec.name, _with_files(params, recipe.resolve)]
         prints.append(content_hash(chain))
     return prints
+
+
+def _source_digest(config: SourceConfig, path: Path) -> str | None:
+    """The digest of what the source at `path` reads: its file or folder, or for a `files` source (a folder or a
+    glob such as `docs/**/*.pdf`) every file it lists, by name and content."""
+    try:
+        source = Source(config, path)
+    except InputError:
+        return None  # absent: the run reports it when it opens the source
+    if source.format != "files":
+        return _folder_digest(path)
+    base, files = source.listing()
+    return content_hash([[p.relative_to(base).as_posix(), file_digest(p)] for p in files])
 
 
 def _folder_digest(path: Path) -> str | None:

@@ -23,37 +23,72 @@ _PARAGRAPH = re.compile(r"\n(?:[^\S\n]*\n)+")
 _LINE = re.compile(r"\n")
 _SENTENCE = re.compile(r"[.!?…]+[\"'”’)\]]*\s+|[。！？｡︒]+[」』）〉》】”’\"')]*\s*|[।॥؟۔]\s*")
 _WHITESPACE = re.compile(r"\s+")
+_LEADING_BLANK_LINES = re.compile(r"(?:[^\S\n]*\n)+")
 _STRUCTURED_LINE = re.compile(r"\s|[-*+•·–]\s|\d{1,3}[.)]\s|[|#>`{}\[\]<]")
 Span = tuple[int, int, int]  # start, end, tokens
 
 
 def chunk_text(text: str, max_tokens: int) -> list[str]:
     """`text` cut into chunks of at most `max_tokens` (see the module docstring), in order, none empty."""
+    return [text[start:end] for start, end in chunk_spans(text, max_tokens)]
+
+
+def chunk_spans(text: str, max_tokens: int, overlap: int = 0) -> list[tuple[int, int]]:
+    """The (start, end) character spans of `chunk_text`'s chunks in `text`. With `overlap` tokens, pieces are
+    packed to `max_tokens - overlap` and each chunk after the first also starts up to `overlap` tokens (whole
+    words) before where its piece starts, so consecutive chunks share that text and each stays within the cap."""
     if not text.strip():
         return []
-    pieces = _fit(text, 0, len(text), count_tokens([text])[0], 0, max_tokens)
+    if not 0 <= overlap < max_tokens:
+        raise ValueError(f"overlap must be at least 0 and under max_tokens ({max_tokens}), got {overlap}")
+    budget = max_tokens - overlap
+    pieces = _fit(text, 0, len(text), count_tokens([text])[0], 0, budget)
     groups: list[list[Span]] = []
     size = 0
     for piece in pieces:
-        if groups and size + piece[2] <= max_tokens:
+        if groups and size + piece[2] <= budget:
             groups[-1].append(piece)
             size += piece[2]
         else:
             groups.append([piece])
             size = piece[2]
-    chunks: list[str] = []
+    spans: list[tuple[int, int]] = []
     for group in groups:  # WordPiece is additive across the cuts; a cut inside a word may not be: check
-        joined = _trim(text[group[0][0]:group[-1][1]])
-        if len(group) > 1 and count_tokens([joined])[0] > max_tokens:
-            chunks += [_trim(text[start:end]) for start, end, _ in group]
+        joined = trim_span(text, group[0][0], group[-1][1])
+        if len(group) > 1 and count_tokens([text[joined[0]:joined[1]]])[0] > budget:
+            spans += [trim_span(text, start, end) for start, end, _ in group]
         else:
-            chunks.append(joined)
-    return [chunk for chunk in chunks if chunk]
+            spans.append(joined)
+    spans = [(start, end) for start, end in spans if end > start]
+    if overlap:
+        spans = [spans[0], *((_reach_back(text, prev[0], start, overlap), end) for prev, (start, end) in pairwise(spans))]
+    return spans
 
 
-def _trim(chunk: str) -> str:
-    """A chunk without trailing whitespace and leading blank lines (a first line's indentation stays)."""
-    return re.sub(r"^(?:[^\S\n]*\n)+", "", chunk.rstrip())
+def paragraph_spans(text: str) -> list[tuple[int, int]]:
+    """The (start, end) spans of `text`'s paragraphs (parts between blank lines), trimmed, none empty."""
+    bounds = pairwise([0, *(match.end() for match in _PARAGRAPH.finditer(text)), len(text)])
+    return [span for span in (trim_span(text, start, end) for start, end in bounds) if span[1] > span[0]]
+
+
+def trim_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """The span of text[start:end] without trailing whitespace and leading blank lines (a first line's indentation stays)."""
+    end = start + len(text[start:end].rstrip())
+    lead = _LEADING_BLANK_LINES.match(text, start, end)
+    return (lead.end() if lead else start), end
+
+
+def _reach_back(text: str, floor: int, start: int, overlap: int) -> int:
+    """The earliest word start in [floor, start] from which text up to `start` holds at most `overlap` tokens."""
+    starts = [match.end() for match in _WHITESPACE.finditer(text, floor, start) if match.end() < start]
+    low, high = 0, len(starts)  # counts fall as the start moves right: binary search for the first that fits
+    while low < high:
+        middle = (low + high) // 2
+        if count_tokens([text[starts[middle]:start]])[0] <= overlap:
+            high = middle
+        else:
+            low = middle + 1
+    return starts[low] if low < len(starts) else start
 
 
 def _fit(text: str, start: int, end: int, tokens: int, level: int, max_tokens: int) -> list[Span]:

@@ -170,6 +170,9 @@ class MiningParams(StageParams):
     corpus_field: str = "text"
     k: int = Field(default=3, ge=1, le=100)
     margin: float = Field(default=0.0, ge=0.0, le=1.0, description="a negative must be this much less similar than the positive")
+    max_positive_fraction: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="also skip candidates above this share of the positive's similarity "
+                                                  "(NV-Retriever's TopK-PercPos: 0.95)")
     fill_negative: bool = True
     model: str = DEFAULT_MODEL
     batch_size: int = Field(default=64, ge=1)
@@ -179,7 +182,9 @@ class MineHardNegatives(WholeSetStage):
     """Adds `mined_negatives` (most similar corpus texts that are not the record's own positive).
 
     False-negative guard: a candidate at least as similar to the query as the record's positive (minus
-    `margin`) is probably relevant too, so it is skipped rather than used as a negative. Needs every
+    `margin`) is probably relevant too, so it is skipped rather than used as a negative; with
+    `max_positive_fraction` (positive-aware, as NV-Retriever's TopK-PercPos, Moreira et al. 2024, whose best
+    setting is 0.95) so is one scoring above that fraction of the positive's similarity. Needs every
     record before it can mine (the corpus includes all positives): the records are spilled and replayed; per
     record it holds the query and positive texts and their float32 vectors (3 KB for MiniLM), plus the corpus.
     """
@@ -219,7 +224,8 @@ class MineHardNegatives(WholeSetStage):
                 text = corpus[int(index)]
                 if normalize(text) in own:
                     continue
-                if scores[index] >= positive_score - p.margin:
+                if scores[index] >= positive_score - p.margin or (
+                        p.max_positive_fraction is not None and scores[index] > p.max_positive_fraction * positive_score):
                     guarded += 1
                     continue
                 mined.append(text)

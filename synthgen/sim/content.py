@@ -8,6 +8,12 @@ A request whose schema asks for a judge's verdict (a `justification` string plus
 `winner` "A"/"B") about text the prompt wraps in <response>...</response> (<response_a>, <response_b> for two)
 gets `judgement`: scores from the text's `text_quality` (length, placeholders, preambles, repeated sentences),
 so junk scores low; a pairwise verdict picks answer A with probability `position_bias` whatever it says.
+
+A request whose schema has a string property described as a "verbatim" quote, about text the prompt wraps in
+<context>...</context>, gets `quoting`: the usual instance, with that property a span of whole words copied from
+the last context (empty where the property's `maxLength` is 0), so grounding checks have real quotes to find;
+a string property described as "supported by the quote" then gets most of the quote's words and a few others,
+one described as ending with a "question mark" gets one.
 """
 
 from __future__ import annotations
@@ -192,3 +198,27 @@ def judgement(schema: dict[str, Any], prompt: str, rng: random.Random, position_
             verdict[name] = min(high, max(low, low + round(quality * (high - low)) + nudge))
         why = f"Quality {quality:.2f} from its length ({len(text.split())} words), placeholders and repetition."
     return orjson.dumps({"justification": why, **verdict}).decode()
+
+
+def quoting(schema: dict[str, Any], prompt: str, rng: random.Random, words: tuple[str, ...]) -> str | None:
+    """An answer whose verbatim-quote properties copy the prompt's context, if `schema` has any (module docstring)."""
+    quotes = [name for name, sub in schema.get("properties", {}).items()
+              if sub.get("type") == "string" and "verbatim" in str(sub.get("description", "")).lower()]
+    context = _wrapped(prompt, "context") if quotes else None
+    if not context:
+        return None
+    answer = _instance(schema, rng, schema.get("$defs", {}), words)
+    spans = [m.span() for m in re.finditer(r"\S+", context)]
+    for name in quotes:
+        first = rng.randrange(len(spans))
+        last = min(len(spans), first + rng.randint(6, 20)) - 1
+        limit = schema["properties"][name].get("maxLength")
+        answer[name] = context[spans[first][0]:spans[last][1]][:limit]
+    quote = answer[quotes[0]].split()
+    for name, sub in schema["properties"].items():
+        if quote and "supported by the quote" in str(sub.get("description", "")).lower():
+            kept = [word for word in quote if rng.random() < 0.7] + [rng.choice(_WORDS) for _ in range(2)]
+            answer[name] = " ".join(kept)[: sub.get("maxLength")]
+        elif "question mark" in str(sub.get("description", "")).lower() and isinstance(answer.get(name), str):
+            answer[name] = answer[name][: (sub.get("maxLength") or 10**9) - 1] + "?"
+    return orjson.dumps(answer).decode()

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from synthgen.hashing import stable_int
 from synthgen.sim.config import DEFAULT_MODEL, FAULT_KINDS, SimConfig
-from synthgen.sim.content import generate, judgement
+from synthgen.sim.content import generate, judgement, quoting
 from synthgen.sim.http import error_body, error_response, json_response
 
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
@@ -220,8 +220,9 @@ class SimHandlers:
         words = tuple(dict.fromkeys(w.lower() for w in _TOKEN.findall(prompt)))[:40]
         choices, completion_tokens = [], 0
         for i in range(n):
-            verdict = judgement(schema, prompt, random.Random(stable_int(key, seed + i)),
-                                self.config.judge_position_bias) if schema else None
+            rng = random.Random(stable_int(key, seed + i))
+            verdict = (judgement(schema, prompt, rng, self.config.judge_position_bias)
+                       or quoting(schema, prompt, rng, words)) if schema else None
             text = verdict or generate(key, seed + i, words, schema, max_tokens, self.config.duplicate_rate, prompt_tokens)
             finish = "stop"
             if fault == "truncated":

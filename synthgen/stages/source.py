@@ -1,9 +1,11 @@
-"""Input sources: JSONL, Parquet, CSV and local Hugging Face `datasets` folders, read as a stream of Records."""
+"""Input sources: JSONL, Parquet, CSV and local Hugging Face `datasets` folders, read as a stream of Records;
+and `files`: a folder or glob of documents listed one record per file ({path, name, type, bytes}, sorted, hidden
+files skipped), read by the extract_text stage, so a bad file is that file's reject, never the source's error."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -14,7 +16,8 @@ from synthgen.config import StrictModel
 from synthgen.errors import InputError
 from synthgen.record import Record, make_record_id
 
-SourceFormat = Literal["jsonl", "parquet", "csv", "hf"]
+SourceFormat = Literal["jsonl", "parquet", "csv", "hf", "files"]
+_GLOB = frozenset("*?[")
 _SUFFIXES: dict[str, SourceFormat] = {".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".csv": "csv"}
 
 
@@ -36,15 +39,17 @@ class Source:
         self.config = config
         self.path = path
         self.format: SourceFormat = config.format or _infer_format(path)
-        if not path.exists():
+        if not (self._files_root() if self.format == "files" else path).exists():
             raise InputError(str(path), None, "input file not found")
 
     def __iter__(self) -> Iterator[Record]:
-        reader = {"jsonl": self._jsonl, "parquet": self._parquet, "csv": self._csv, "hf": self._hf}[self.format]
+        reader = {"jsonl": self._jsonl, "parquet": self._parquet, "csv": self._csv, "hf": self._hf,
+                  "files": self._files}[self.format]
         count = 0
         for line, row in reader():
             fields = self._select(row, line)
-            yield Record(make_record_id("source", count, fields), fields, {"source": str(self.path), "line": line})
+            identity = {**fields, "path": None} if self.format == "files" else fields  # ids not tied to the machine
+            yield Record(make_record_id("source", count, identity), fields, {"source": str(self.path), "line": line})
             count += 1
             if self.config.limit is not None and count >= self.config.limit:
                 return
@@ -58,6 +63,8 @@ class Source:
                 total = sum(1 for line in handle if line.strip())
         elif self.format == "parquet":
             total = self._parquet_file().metadata.num_rows
+        elif self.format == "files":
+            total = len(self.listing()[1])
         else:
             return self.config.limit
         return min(total, self.config.limit) if self.config.limit else total
@@ -129,6 +136,30 @@ class Source:
         except (pa.ArrowException, OSError) as exc:
             raise InputError(str(self.path), None, f"not a readable Parquet file (truncated?): {exc}") from None
 
+    def _files_root(self) -> Path:
+        """The folder the listing starts from: the path up to its first glob part."""
+        parts = self.path.parts
+        glob_at = next((i for i, part in enumerate(parts) if _GLOB & set(part)), len(parts))
+        return Path(*parts[:glob_at])
+
+    def listing(self) -> tuple[Path, list[Path]]:
+        """(the folder names are relative to, the files of a folder (all, recursively) or of a glob
+        (`docs/**/*.pdf`) or the one file, sorted, hidden ones skipped)."""
+        root = self._files_root()
+        paths: Iterable[Path]
+        if root != self.path:
+            base, paths = root, root.glob(str(self.path.relative_to(root)))
+        else:
+            base, paths = (root, root.rglob("*")) if root.is_dir() else (root.parent, iter([root]))
+        return base, sorted(path for path in paths
+                            if path.is_file() and not any(part.startswith(".") for part in path.relative_to(base).parts))
+
+    def _files(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        base, paths = self.listing()
+        for number, path in enumerate(paths, start=1):
+            yield number, {"path": str(path), "name": path.relative_to(base).as_posix(),
+                           "type": path.suffix.lower().lstrip("."), "bytes": path.stat().st_size}
+
     def _hf(self) -> Iterator[tuple[int, dict[str, Any]]]:
         import datasets
 
@@ -142,9 +173,13 @@ class Source:
 
 
 def _infer_format(path: Path) -> SourceFormat:
+    if _GLOB & set(str(path)):
+        return "files"
     if path.is_dir():
-        return "hf"
+        hf_marks = ("dataset_info.json", "state.json", "dataset_dict.json")
+        return "hf" if any((path / mark).exists() for mark in hf_marks) else "files"
     try:
         return _SUFFIXES[path.suffix.lower()]
     except KeyError:
-        raise InputError(str(path), None, "cannot tell the format; set source.format to jsonl, parquet, csv or hf") from None
+        raise InputError(str(path), None,
+                         "cannot tell the format; set source.format to jsonl, parquet, csv, hf or files") from None

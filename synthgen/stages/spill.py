@@ -60,13 +60,12 @@ def write_spill(records: Iterable[Record], path: Path, batch_size: int,
 
 
 def read_spill(path: Path, group: int | None = None) -> Iterator[Record]:
-    """The spilled records in order: all of them, or those of row group `group`."""
+    """The spilled records in order: all of them, or those of row group `group`. One row group is read at a time
+    (`iter_batches` over the whole file pre-buffers every row group: memory grows with the spill)."""
     handle = pq.ParquetFile(path)
     try:
-        batches = (handle.read_row_group(group, columns=["record"]).to_batches() if group is not None
-                   else handle.iter_batches(columns=["record"]))
-        for batch in batches:
-            for line in batch.column(0).to_pylist():
+        for index in range(handle.num_row_groups) if group is None else [group]:
+            for line in handle.read_row_group(index, columns=["record"]).column(0).to_pylist():
                 yield Record.from_json(line)
     finally:
         handle.close()

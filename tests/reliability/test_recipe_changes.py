@@ -211,3 +211,28 @@ def orjson_line(row: dict[str, str]) -> str:
     import json
 
     return json.dumps(row) + "\n"
+
+
+def test_item7_a_glob_source_is_fingerprinted_by_the_files_it_lists(tmp_path: Path) -> None:
+    """A `files` source given as a glob: editing, adding or removing a listed file changes the fingerprints;
+    a file the glob does not match does not."""
+    from synthgen.api import recipe_from_dict
+    from synthgen.fingerprint import stage_fingerprints
+
+    docs = tmp_path / "docs"
+    write(docs / "a.md", "# A\n\nalpha\n")
+    write(docs / "b.md", "# B\n\nbeta\n")
+    recipe = recipe_from_dict({"name": "g", "source": {"path": "docs/*.md", "format": "files"},
+                               "stages": [{"extract_text": {}}]}, tmp_path)
+
+    def prints() -> list[str]:
+        return stage_fingerprints(recipe, 1, None)
+
+    first = prints()
+    write(docs / "notes.txt", "not matched")
+    assert prints() == first
+    write(docs / "b.md", "# B\n\nbeta, edited\n")
+    edited = prints()
+    write(docs / "c.md", "# C\n")
+    added = prints()
+    assert len({tuple(first), tuple(edited), tuple(added)}) == 3
