@@ -25,7 +25,7 @@ from synthgen.dedup.index import NearDuplicateIndex
 from synthgen.dedup.minhash import MinHasher, Shingling
 from synthgen.dedup.text import normalize
 
-DATA = Path("/work/shared/data/banking77_train.csv")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "banking77_train.csv"  # ../shared/data
 KINDS = ("verbatim", "re-cased", "re-punctuated", "one word replaced", "adjacent words swapped")
 EDITED = KINDS[3:]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def connect(path: Path, schema: str, what: str) -> sqlite3.Connection:
             raise RunDirError(f"{path}: not a synthgen {what} (its tables: {shown}); synthgen leaves it as it is: "
                               "move it elsewhere or choose another --out")
         shared = is_network_filesystem(path.parent)
-        db.execute(f"PRAGMA journal_mode={'DELETE' if shared else 'WAL'}")
+        _set_journal_mode(db, "DELETE" if shared else "WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if shared else 'NORMAL'}")
         db.execute(schema)
         db.execute(f"PRAGMA busy_timeout={int(LOCK_WAIT_S * 1000)}")
@@ -71,6 +72,21 @@ def connect(path: Path, schema: str, what: str) -> sqlite3.Connection:
                           "synthgen does not delete it: move it aside (to keep it), or re-run with --fresh to "
                           "start over without it") from None
     return db
+
+
+def _set_journal_mode(db: sqlite3.Connection, mode: str) -> None:
+    """Switch the file to `mode` unless it is in it already. The switch needs the file to itself, and SQLite does
+    not wait for that (no busy handler): when processes open a new file at once, it is retried for LOCK_WAIT_S."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).upper() != mode:
+                db.execute(f"PRAGMA journal_mode={mode}")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _tables(db: sqlite3.Connection) -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ stages:
   - chunk: {method: sections, max_tokens: 80, min_tokens: 4}
 """
 
-DOLMA = Path(__file__).resolve().parents[3] / "shared" / "data" / "dolma_cc_en_head-0091.jsonl"
+DOLMA = Path(__file__).resolve().parents[2] / "recipes" / "data" / "dolma_cc_en_head-0091.jsonl"  # shipped with the repo
 
 
 def test_a_folder_of_files_becomes_chunks_and_rejects(tmp_path: Path) -> None:

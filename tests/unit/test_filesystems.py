@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,3 +49,31 @@ def test_a_cache_on_a_network_filesystem_uses_the_rollback_journal(tmp_path: Pat
 def test_no_mount_table_keeps_wal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(filesystems, "MOUNTINFO", tmp_path / "absent")
     assert filesystems.filesystem_type(tmp_path) is None and not filesystems.is_network_filesystem(tmp_path)
+
+
+def _open_and_write(path: str, barrier: Any, results: Any) -> None:
+    barrier.wait()
+    try:
+        db = connect(Path(path), "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)", "request cache")
+        db.execute("INSERT OR IGNORE INTO t VALUES (?)", (str(os.getpid()),))
+        db.close()
+        results.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        results.put(repr(exc))
+
+
+def test_processes_opening_a_new_cache_at_once_all_get_it(tmp_path: Path) -> None:
+    """Ray workers open the run's caches together: switching a new file to WAL must wait for the others, not fail
+    with 'database is locked'."""
+    context = multiprocessing.get_context("fork")
+    outcomes = []
+    for trial in range(12):
+        barrier, results = context.Barrier(6), context.Queue()
+        workers = [context.Process(target=_open_and_write, args=(str(tmp_path / f"c{trial}.sqlite"), barrier, results))
+                   for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        outcomes += [results.get(timeout=120) for _ in workers]
+        for worker in workers:
+            worker.join()
+    assert [o for o in outcomes if o != "ok"] == []
