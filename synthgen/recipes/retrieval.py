@@ -23,7 +23,7 @@ from synthgen.dedup.text import normalize
 from synthgen.embedding.encoder import DEFAULT_MODEL
 from synthgen.errors import ConfigError
 from synthgen.record import Record
-from synthgen.stages.base import Filter, MapStage, StageContext, StageParams, WholeSetStage
+from synthgen.stages.base import Filter, MapStage, StageContext, StageParams, TextPairStage
 from synthgen.stages.source import Source, SourceConfig
 from synthgen.stages.spill import Spilled
 from synthgen.taxonomy import Taxonomy
@@ -178,7 +178,7 @@ class MiningParams(StageParams):
     batch_size: int = Field(default=64, ge=1)
 
 
-class MineHardNegatives(WholeSetStage):
+class MineHardNegatives(TextPairStage):
     """Adds `mined_negatives` (most similar corpus texts that are not the record's own positive).
 
     False-negative guard: a candidate at least as similar to the query as the record's positive (minus
@@ -193,25 +193,20 @@ class MineHardNegatives(WholeSetStage):
     Params = MiningParams
     params: MiningParams
 
-    def start(self) -> None:
-        self.queries: list[str] = []
-        self.positives: list[str] = []
-
-    def see(self, batch: list[Record]) -> None:
-        self.queries.extend(str(r.fields.get(self.params.query_field) or "") for r in batch)
-        self.positives.extend(str(r.fields.get(self.params.positive_field) or "") for r in batch)
+    def pair_fields(self) -> tuple[str, str]:
+        return self.params.query_field, self.params.positive_field
 
     def emit(self, records: Spilled) -> Iterator[Record]:
         if not self.queries:
             return
         p = self.params
-        corpus = list(dict.fromkeys(self.positives))
+        corpus = list(dict.fromkeys(self.passages))
         if p.corpus is not None:
             source = Source(p.corpus, self.ctx.resolve(p.corpus.path))
             corpus.extend(str(row.fields.get(p.corpus_field) or "") for row in source)
         corpus = [text for text in dict.fromkeys(corpus) if text.strip()]
         encoder = self.ctx.encoder(p.model, p.batch_size)
-        queries, positives = encoder.encode(self.queries), encoder.encode(self.positives)
+        queries, positives = encoder.encode(self.queries), encoder.encode(self.passages)
         corpus_vectors = encoder.encode(corpus)
         for row, record in enumerate(records):
             positive_score = float(queries[row] @ positives[row])

@@ -194,6 +194,23 @@ class WholeSetStage(Stage):
 StageExecutor = Callable[[Stage, Iterable[Record], str], Iterable[Record]]  # (stage, its input, its fingerprint)
 
 
+class TextPairStage(WholeSetStage):
+    """A whole-set stage over each record's (query, passage) texts, gathered while its input is spilled:
+    `pair_fields` names the two fields; `queries` and `passages` hold their texts in input order."""
+
+    def pair_fields(self) -> tuple[str, str]:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self.queries: list[str] = []
+        self.passages: list[str] = []
+
+    def see(self, batch: list[Record]) -> None:
+        query, passage = self.pair_fields()
+        self.queries.extend(str(r.fields.get(query) or "") for r in batch)
+        self.passages.extend(str(r.fields.get(passage) or "") for r in batch)
+
+
 def run_locally(stage: Stage, records: Iterable[Record], fingerprint: str) -> Iterable[Record]:
     """The local engine: the stage runs in this process over the stream."""
     return stage.run(records)

@@ -25,7 +25,7 @@ from pydantic import Field
 
 from synthgen.embedding.encoder import DEFAULT_MODEL
 from synthgen.record import Record
-from synthgen.stages.base import StageParams, WholeSetStage
+from synthgen.stages.base import StageParams, TextPairStage
 from synthgen.stages.spill import Spilled
 
 
@@ -40,7 +40,7 @@ class RoundTripParams(StageParams):
     batch_size: int = Field(default=64, ge=1)
 
 
-class RoundTripFilter(WholeSetStage):
+class RoundTripFilter(TextPairStage):
     """Drops queries whose passage is not retrieved (reason `round_trip_failed`, the rank in the detail) or is
     retrieved at a cosine under `min_similarity` (`round_trip_low_similarity`); a kept
     record gets meta.scores.round_trip_rank (1 = first) and round_trip_similarity."""
@@ -49,13 +49,8 @@ class RoundTripFilter(WholeSetStage):
     Params = RoundTripParams
     params: RoundTripParams
 
-    def start(self) -> None:
-        self.queries: list[str] = []
-        self.passages: list[str] = []
-
-    def see(self, batch: list[Record]) -> None:
-        self.queries.extend(str(r.fields.get(self.params.query_field) or "") for r in batch)
-        self.passages.extend(str(r.fields.get(self.params.passage_field) or "") for r in batch)
+    def pair_fields(self) -> tuple[str, str]:
+        return self.params.query_field, self.params.passage_field
 
     def emit(self, records: Spilled) -> Iterator[Record]:
         if not self.queries:
