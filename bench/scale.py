@@ -121,7 +121,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["engine"] == "ray":
         from synthgen.engine.ray_engine import RayOptions
 
-        ray = RayOptions(workers=2, num_cpus=2)
+        ray = RayOptions(workers=2, num_cpus=2, object_store_mb=1024)  # Ray Data spills the rest to disk
     started = time.perf_counter()
     api.run(api.recipe_from_dict(spec["recipe"]), spec["out"], ray=ray)
     wall = time.perf_counter() - started

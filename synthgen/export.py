@@ -30,6 +30,7 @@ from synthgen.version import __version__
 Layout = Literal["records", "messages", "alpaca", "sharegpt", "triplets", "pairs", "text", "preference", "beir", "rag",
                  "rag_messages"]
 Row = dict[str, Any]
+HF_SHARD = "data-00000-of-00001.arrow"  # a split's one Arrow file in the HF layout, named as `save_to_disk` names it
 
 
 class ExportConfig(StrictModel):
@@ -84,6 +85,12 @@ LAYOUT_ROLES: dict[str, tuple[str, ...]] = {  # the roles each layout reads, i.e
     "beir": ("anchor", "positive", "title", "corpus_id"), "rag": ("question", "answer", "contexts", "source_ids"),
     "rag_messages": ("question", "answer", "contexts", "system"),
 }
+LAYOUT_NEEDS: dict[str, tuple[str, ...]] = {  # the roles without which a layout skips a record
+    "records": (), "messages": ("instruction", "output"), "alpaca": ("instruction", "output"),
+    "sharegpt": ("instruction", "output"), "triplets": ("anchor", "positive"), "pairs": ("anchor", "positive"),
+    "text": ("text",), "preference": ("prompt", "chosen", "rejected"), "beir": ("anchor", "positive"),
+    "rag": ("question", "answer", "contexts"), "rag_messages": ("question", "answer", "contexts"),
+}
 
 
 @dataclass
@@ -93,6 +100,7 @@ class ExportResult:
     path: Path
     rows: dict[str, int] = field(default_factory=dict)
     skipped: int = 0
+    skipped_fields: list[str] = field(default_factory=list)  # the first skipped record's fields, to say what is missing
 
 
 def _role(record: Record, config: ExportConfig, role: str) -> Any:
@@ -270,6 +278,7 @@ def _write(records: Iterable[Record], config: ExportConfig, folder: Path, result
         for record in records:
             row = to_row(record, config)
             if row is None:
+                result.skipped_fields = result.skipped_fields or sorted(record.fields)
                 result.skipped += 1
                 continue
             name = _split(record.id, config)
@@ -278,16 +287,19 @@ def _write(records: Iterable[Record], config: ExportConfig, folder: Path, result
                 result.rows[name] = 0
             handles[name].write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
             result.rows[name] += 1
+    if not sum(result.rows.values()):
+        raise ConfigError("export", "layout" if result.skipped else None, _no_rows(config, result))
     if config.format == "jsonl":
         return
-    convert, suffix = (jsonl_to_parquet, "parquet") if config.format == "parquet" else (jsonl_to_arrow, "arrow")
     for name in result.rows:
-        convert(folder / f"{name}.jsonl", folder / f"{name}.{suffix}", batch_rows)
+        if config.format == "parquet":
+            jsonl_to_parquet(folder / f"{name}.jsonl", folder / f"{name}.parquet", batch_rows)
+        else:
+            (folder / name).mkdir()
+            jsonl_to_arrow(folder / f"{name}.jsonl", folder / name / HF_SHARD, batch_rows)
         (folder / f"{name}.jsonl").unlink()
     if config.format == "hf":
-        _dataset_dict(folder, list(result.rows)).save_to_disk(str(folder / "hf"))
-        for name in result.rows:
-            (folder / f"{name}.arrow").unlink()
+        _describe_in_place(folder, list(result.rows))
 
 
 def _split(record_id: str, config: ExportConfig) -> str:
@@ -296,12 +308,44 @@ def _split(record_id: str, config: ExportConfig) -> str:
     return "test" if in_test else "train"
 
 
-def _dataset_dict(folder: Path, splits: list[str]) -> Any:
-    """The splits' Arrow stream files in `folder` as a DatasetDict, memory-mapped where they are: no copy in
+def _no_rows(config: ExportConfig, result: ExportResult) -> str:
+    """Why an export has no rows: no records, or the fields the layout needs that the records lack."""
+    if not result.skipped:
+        return "no records to export: the run's dataset is empty"
+    needed = {role: config.fields.get(role, ROLE_DEFAULTS[role]) for role in LAYOUT_NEEDS[config.layout]}
+    missing = [f"{role} (field `{name}`)" for role, name in needed.items() if name not in result.skipped_fields]
+    return (f"none of the {result.skipped} records fits the {config.layout} layout: it needs "
+            f"{', '.join(missing) or ', '.join(needed)} as non-empty values, and the records have the fields "
+            f"{', '.join(result.skipped_fields) or '(none)'}; map yours with `fields:` "
+            f"(e.g. fields: {{{next(iter(needed))}: <your field>}}) or choose another layout")
+
+
+def _describe_in_place(folder: Path, splits: list[str]) -> None:
+    """Make `folder` a DatasetDict that `datasets.load_from_disk(folder)` reads: dataset_dict.json, and beside each
+    split's Arrow file the state.json and dataset_info.json that `save_to_disk` writes (the same keys). The Arrow
+    files stay where they were written: `save_to_disk` would read every mapped page back and copy it (1.4 GB of
+    resident memory at 1M records)."""
+    import dataclasses
+
+    for name, dataset in _dataset_dict(folder, splits, f"{{split}}/{HF_SHARD}").items():
+        state = {"_data_files": [{"filename": HF_SHARD}], "_fingerprint": dataset._fingerprint,
+                 "_format_columns": dataset.format["columns"], "_format_kwargs": dataset.format["format_kwargs"],
+                 "_format_type": dataset.format["type"], "_output_all_columns": dataset.format["output_all_columns"],
+                 "_split": None}
+        info = dataclasses.asdict(dataset.info)
+        (folder / name / "state.json").write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+        (folder / name / "dataset_info.json").write_bytes(orjson.dumps({key: info[key] for key in sorted(info)},
+                                                                       option=orjson.OPT_INDENT_2))
+    (folder / "dataset_dict.json").write_bytes(orjson.dumps({"splits": splits}))
+
+
+def _dataset_dict(folder: Path, splits: list[str], file: str = "{split}.arrow") -> Any:
+    """The splits' Arrow stream files in `folder` (`file` names them) as a DatasetDict, memory-mapped where they are: no copy in
     memory, no cache in ~/.cache/huggingface."""
     import datasets
 
-    return datasets.DatasetDict({name: datasets.Dataset.from_file(str(folder / f"{name}.arrow")) for name in splits})
+    return datasets.DatasetDict({name: datasets.Dataset.from_file(str(folder / file.format(split=name)))
+                                 for name in splits})
 
 
 def _push(out: Path, config: ExportConfig, splits: list[str], token: str, batch_rows: int) -> None:
@@ -309,7 +353,7 @@ def _push(out: Path, config: ExportConfig, splits: list[str], token: str, batch_
     import datasets
 
     if config.format == "hf":
-        datasets.load_from_disk(str(out / "hf")).push_to_hub(config.push_to_hub, token=token)
+        datasets.load_from_disk(str(out)).push_to_hub(config.push_to_hub, token=token)
         return
     with tempfile.TemporaryDirectory(prefix=".hub-", dir=out.parent) as scratch:
         for name in splits:

@@ -8,10 +8,11 @@ so `str()` of a field differs; mixed-type columns are coerced or pickled), while
 the local stage's to the byte.
 
 Near duplicates take four passes:
-1. `map_batches`: each record's MinHash signature and shingle-hash set (the local `MinHasher`), its keep
-   rank, and its verdict against the local stage's own evaluation index (`decontaminate`) and reference
-   index (`reference_index`), built once on the driver by constructing the local stage; materialized, as the
-   next passes read it again.
+1. `map_batches`: each record's MinHash signature (the local `MinHasher`), its keep rank, and its verdict
+   against the local stage's own evaluation index (`decontaminate`) and reference index (`reference_index`),
+   built once on the driver by constructing the local stage; materialized, as the next passes read it again.
+   The shingle sets are not kept (at 1M records of ~1.7 KB they are ~3 GB in the object store): pass 3
+   recomputes them for the records of candidate pairs only.
 2. Candidate pairs: one small row per LSH band (band index + the band's hash values as key, datasketch's
    `hashranges`: band i is values [i*r, (i+1)*r), and the record's order), so candidates are exactly the
    pairs the local index would propose. Rows are grouped into `num_partitions` parts by a hash value of the
@@ -20,9 +21,10 @@ Near duplicates take four passes:
    order, later order). The driver collects the pairs as one numpy array and removes repeats (a pair sharing
    several bands): ints only, about as many as near-duplicate pairs plus LSH false positives.
 3. Verification: the pair array goes to the tasks through the object store; a pair is verified in its later
-   record's part, so each record of a pair sends what the check compares (shingle set for `verify: exact`,
-   else signature) once to every part holding one of its pairs, and each part checks its pairs (exact
-   Jaccard or signature agreement, as `NearDuplicateIndex`), emitting each verified edge once.
+   record's part, so each record of a pair, read again from the input, sends what the check compares (its
+   shingle set for `verify: exact`, else its signature, recomputed) once to every part holding one of its
+   pairs, and each part checks its pairs (exact Jaccard or signature agreement, as `NearDuplicateIndex`),
+   emitting each verified edge once.
 4. The driver reads the verified edges and decides greedily in priority order (input order for
    `keep: first`; -priority, then input order for `longest` / `score`): a record is dropped iff a verified
    neighbour decided before it was kept, and names the most similar such neighbour.
@@ -62,8 +64,7 @@ from synthgen.stages.dedup import ExactDedupParams, MinHashDedup, MinHashDedupPa
 
 Batch = dict[str, np.ndarray]
 
-_NODE = [("order", pa.int64()), ("id", pa.string()), ("rank", pa.float64()), ("signature", pa.binary()),
-         ("shingles", pa.binary())]
+_NODE = [("order", pa.int64()), ("id", pa.string()), ("rank", pa.float64()), ("signature", pa.binary())]
 _JUDGED = [("reason", pa.string()), ("match", pa.string()), ("similarity", pa.float64())]
 _SKETCH_SCHEMA = pa.schema(_NODE + _JUDGED)
 _PAIR_SCHEMA = pa.schema([("a", pa.int64()), ("b", pa.int64())])
@@ -117,9 +118,9 @@ def minhash_duplicates(ds: ray.data.Dataset, params: MinHashDedupParams, ctx: St
     if not len(pairs):
         return _decide([], judged)
     pairs_ref = ray.put(pairs)
-    route = partial(_routed_sketches, pairs=pairs_ref, parts=parts, verify=params.verify)
+    route = partial(_routed_sketches, pairs=pairs_ref, parts=parts, params=params, hasher=stage.hasher)
     verify = partial(_verified_pairs, pairs=pairs_ref, parts=parts, verify=params.verify, threshold=params.threshold)
-    edges = (sketched.map_batches(route, batch_format="numpy", batch_size=per_part)
+    edges = (ds.map_batches(route, batch_format="numpy", batch_size=per_part)
              .groupby("part", num_partitions=parts).map_groups(verify, batch_format="pyarrow"))
     return _decide(edges.iter_rows(), judged)
 
@@ -141,7 +142,7 @@ def _later_copies(group: pa.Table) -> pa.Table:
 
 def _sketch_batch(batch: Batch, *, params: MinHashDedupParams, hasher: MinHasher, contamination: ContaminationIndex | None,
                   reference: NearDuplicateIndex | None) -> pa.Table:
-    """Non-empty records with signature, shingle set (verify exact), rank, and any evaluation / reference match."""
+    """Non-empty records with signature, rank, and any evaluation / reference match."""
     records = [Record.from_json(line) for line in batch["record"]]
     sketches = hasher.sketch([field_text(r.fields, params.fields) for r in records])
     columns: dict[str, list[Any]] = {name: [] for name in _SKETCH_SCHEMA.names}
@@ -149,15 +150,13 @@ def _sketch_batch(batch: Batch, *, params: MinHashDedupParams, hasher: MinHasher
         if sketches.offsets[i] == sketches.offsets[i + 1]:
             continue  # empty text: always kept, never compared
         signature = sketches.signatures[i]
-        shingles = sketches.shingle_set(i) if params.verify == "exact" else None
         reason, match = "", Match("", 0.0)
         if contamination is not None and (found := contamination.find(field_text(record.fields, params.fields))):
             reason, match = "contaminated", found
-        elif reference is not None and (found := reference.find(signature, shingles)):
+        elif reference is not None and (found := reference.find(signature, sketches.shingle_set(i)
+                                                                  if params.verify == "exact" else None)):
             reason, match = "near_duplicate", found
-        rank = 0.0 if params.keep == "first" else -keep_priority(params, record)
-        values = (order, record.id, rank, signature.tobytes(), b"" if shingles is None else shingles.tobytes(),
-                  reason, match.key, match.similarity)
+        values = (order, record.id, _rank(params, record), signature.tobytes(), reason, match.key, match.similarity)
         for name, value in zip(_SKETCH_SCHEMA.names, values, strict=True):
             columns[name].append(value)
     return pa.table(columns, schema=_SKETCH_SCHEMA)
@@ -196,22 +195,31 @@ def _bucket_pairs(group: pa.Table) -> pa.Table:
     return pa.table({"a": unique[:, 0], "b": unique[:, 1]}, schema=_PAIR_SCHEMA)
 
 
-def _routed_sketches(batch: Batch, *, pairs: ray.ObjectRef, parts: int, verify: Verify) -> pa.Table:
-    """The sketch verification compares (shingle set or signature) of each record in a candidate pair, once
-    for every part holding one of its pairs: a pair is verified in its later record's part."""
+def _rank(params: MinHashDedupParams, record: Record) -> float:
+    """The decision order's first key: 0 under `keep: first` (input order alone), else minus the priority."""
+    return 0.0 if params.keep == "first" else -keep_priority(params, record)
+
+
+def _routed_sketches(batch: Batch, *, pairs: ray.ObjectRef, parts: int, params: MinHashDedupParams,
+                     hasher: MinHasher) -> pa.Table:
+    """What verification compares (shingle set or signature), recomputed from the input rows for each record
+    in a candidate pair, once for every part holding one of its pairs: a pair is verified in its later record's part."""
     candidates = ray.get(pairs)
     orders = batch["order"]
     starts, ends = np.searchsorted(candidates[:, 0], orders, side="left"), np.searchsorted(candidates[:, 0], orders, side="right")
     is_later = np.isin(orders, candidates[:, 1])
-    sketches = batch["shingles" if verify == "exact" else "signature"]
+    paired = np.flatnonzero(is_later | (ends > starts))
+    records = [Record.from_json(batch["record"][i]) for i in paired]
+    sketches = hasher.sketch([field_text(record.fields, params.fields) for record in records])
     columns: dict[str, list[Any]] = {name: [] for name in _ROUTED_SCHEMA.names}
-    for i in np.flatnonzero(is_later | (ends > starts)):
+    for n, (i, record) in enumerate(zip(paired, records, strict=True)):
+        sketch = sketches.shingle_set(n) if params.verify == "exact" else sketches.signatures[n]
         targets = set((candidates[starts[i] : ends[i], 1] % parts).tolist())
         if is_later[i]:
             targets.add(int(orders[i]) % parts)
         for part in sorted(targets):
-            for name, value in (("part", part), ("order", orders[i]), ("id", batch["id"][i]), ("rank", batch["rank"][i]),
-                                ("sketch", sketches[i])):
+            for name, value in (("part", part), ("order", orders[i]), ("id", record.id), ("rank", _rank(params, record)),
+                                ("sketch", sketch.tobytes())):
                 columns[name].append(value)
     return pa.table(columns, schema=_ROUTED_SCHEMA)
 

@@ -61,6 +61,8 @@ class RayOptions:
     block_size: int = 512  # records or draws per task
     num_cpus: int | None = None
     gpus_per_worker: float = 0.0  # e.g. 1 for `kind: vllm` or `transformers` on GPU nodes: one engine per GPU
+    object_store_mb: int | None = None  # a local Ray's shared-memory object store (None: Ray's 30% of RAM); Ray
+    # Data spills what does not fit to disk, so a small store bounds the memory a million-record run maps
 
 
 class RayExecutor:
@@ -72,7 +74,7 @@ class RayExecutor:
         self._session = ExitStack()
 
     def __enter__(self) -> RayExecutor:
-        self._session.enter_context(ray_session(self.options.address, self.options.num_cpus))
+        self._session.enter_context(ray_session(self.options.address, self.options.num_cpus, self.options.object_store_mb))
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
@@ -168,14 +170,17 @@ def require_ray() -> None:
 
 
 @contextmanager
-def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[None]:
-    """Ray connected (to `address`, or a local Ray started here and stopped after) and set up for synthgen."""
+def ray_session(address: str | None = None, num_cpus: int | None = None, object_store_mb: int | None = None) -> Iterator[None]:
+    """Ray connected (to `address`, or a local Ray started here with `num_cpus` and an object store of
+    `object_store_mb`, and stopped after) and set up for synthgen."""
     import ray
 
     started = not ray.is_initialized()
     if started:
         os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
-        ray.init(address=address, num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        store = object_store_mb << 20 if object_store_mb and address is None else None
+        ray.init(address=address, num_cpus=num_cpus, object_store_memory=store, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     # task-based sort shuffle for the dedup groupbys: no aggregator actors to start for each one, which

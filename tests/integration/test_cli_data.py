@@ -33,6 +33,10 @@ def test_show_and_export_a_run(tmp_path: Path) -> None:
     hf = synthgen("export", str(out), "--format", "hf", "--out", str(tmp_path / "hf"),
                   env={"HF_HOME": str(home), "HF_DATASETS_CACHE": str(home / "datasets")})
     assert hf.returncode == 0, hf.stderr
-    assert datasets.load_from_disk(str(tmp_path / "hf" / "hf"))["train"].num_rows == 12
-    assert not home.exists() and sorted(p.name for p in (tmp_path / "hf").iterdir()) == [".synthgen-export", "README.md", "hf"]
+    assert datasets.load_from_disk(str(tmp_path / "hf"))["train"].num_rows == 12
+    assert not home.exists() and sorted(p.name for p in (tmp_path / "hf").iterdir()) == [
+        ".synthgen-export", "README.md", "dataset_dict.json", "train"]
+    misfit = synthgen("export", str(out), "--layout", "triplets", "--out", str(tmp_path / "triplets"))
+    assert misfit.returncode == 2 and "needs anchor (field `anchor`), positive (field `positive`)" in misfit.stderr
+    assert not (tmp_path / "triplets").exists()
     assert synthgen("show", str(tmp_path / "missing")).returncode == 2

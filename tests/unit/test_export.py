@@ -33,7 +33,7 @@ COLUMNS = {
 
 def load(folder: Path, fmt: str) -> datasets.DatasetDict:
     if fmt == "hf":
-        return datasets.load_from_disk(str(folder / "hf"))
+        return datasets.load_from_disk(str(folder))
     builder = "json" if fmt == "jsonl" else "parquet"
     files = {split: str(folder / f"{split}.{fmt}") for split in ("train", "test") if (folder / f"{split}.{fmt}").exists()}
     return datasets.load_dataset(builder, data_files=files, cache_dir=str(folder.parent / "hf-cache"))
@@ -68,8 +68,22 @@ def test_layout_contents_and_split_stability(tmp_path: Path) -> None:
     assert anchors == ["Instruct: Sum\nQuery: q"]
     renamed = ExportConfig(layout="alpaca", fields={"output": "text"})
     assert load(export_records(RECORDS[:2], renamed, tmp_path / "v").path, "jsonl")["train"]["output"] == ["page 0", "page 1"]
-    missing = export_records([Record("y", {"text": "only"})], ExportConfig(layout="alpaca"), tmp_path / "w")
-    assert missing.skipped == 1 and missing.rows == {"train": 0}
+    partly = export_records([Record("y", {"text": "only"}), *RECORDS[:1]], ExportConfig(layout="alpaca"), tmp_path / "w")
+    assert partly.skipped == 1 and partly.rows == {"train": 1}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet", "hf"])
+def test_an_export_no_record_fits_fails_naming_the_missing_fields(tmp_path: Path, fmt: str) -> None:
+    """No file `datasets` cannot load: the error names the fields the layout needs and those the records have."""
+    records = [Record("y", {"question": "Why?", "answer": "Because."})]
+    with pytest.raises(ConfigError, match=r"none of the 1 records fits the alpaca layout: it needs instruction "
+                                          r"\(field `instruction`\), output \(field `response`\).*fields answer, question"):
+        export_records(records, ExportConfig(layout="alpaca", format=fmt), tmp_path / "out")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no records to export"):
+        export_records([], ExportConfig(format=fmt), tmp_path / "out")  # type: ignore[arg-type]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
+    fitted = ExportConfig(layout="alpaca", format=fmt, fields={"instruction": "question", "output": "answer"})  # type: ignore[arg-type]
+    assert export_records(records, fitted, tmp_path / "out").rows == {"train": 1}
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
@@ -116,7 +130,7 @@ def test_export_stage_card_and_estimate_match_a_run(tmp_path: Path) -> None:
     assert [e.requests for e in estimates] == [25, 50, 0]
     assert sum(e.requests or 0 for e in estimates) == result.stats.http_requests == 75
     assert estimates[0].input_tokens and estimates[1].output_tokens
-    exported = datasets.load_from_disk(str(tmp_path / "run" / "export" / "hf"))
+    exported = datasets.load_from_disk(str(tmp_path / "run" / "export"))
     assert exported["train"].num_rows + exported["test"].num_rows == 50
     card = (tmp_path / "run" / "export" / "README.md").read_text()
     for text in ("## Funnel (records per stage)", "| 00-generate | 0 | 25 | 0 |", "| 01-generate | 25 | 50 | 0 |",
@@ -143,7 +157,9 @@ def test_parquet_and_hf_unify_rows_whose_types_change_across_batches(tmp_path: P
         rows = load(tmp_path / fmt, fmt)["train"].to_list()
         assert [{k: row[k] for k in expected[0]} for row in rows] == expected
     assert pq.ParquetFile(tmp_path / "parquet" / "train.parquet").num_row_groups == 3
-    assert sorted(path.name for path in (tmp_path / "hf").iterdir()) == [".synthgen-export", "hf"]  # no staging files left
+    assert sorted(path.name for path in (tmp_path / "hf").iterdir()) == [".synthgen-export", "dataset_dict.json", "train"]
+    assert sorted(path.name for path in (tmp_path / "hf" / "train").iterdir()) == [  # no staging files left
+        "data-00000-of-00001.arrow", "dataset_info.json", "state.json"]
 
 
 def test_rows_no_column_type_fits_fail_cleanly(tmp_path: Path) -> None:
@@ -167,7 +183,7 @@ def test_streamed_files_equal_the_in_memory_export(tmp_path: Path, layout: str) 
         assert (tmp_path / "jsonl" / f"{split}.jsonl").read_bytes() == b"".join(orjson.dumps(row) + b"\n" for row in expected)
         pq.write_table(pa.Table.from_pylist(expected), tmp_path / f"{split}.parquet")
         assert pq.read_table(tmp_path / "parquet" / f"{split}.parquet").equals(pq.read_table(tmp_path / f"{split}.parquet"))
-        in_memory, streamed = datasets.Dataset.from_list(expected), datasets.load_from_disk(str(tmp_path / "hf" / "hf"))[split]
+        in_memory, streamed = datasets.Dataset.from_list(expected), datasets.load_from_disk(str(tmp_path / "hf"))[split]
         assert streamed.features == in_memory.features and streamed.to_list() == in_memory.to_list()
 
 
