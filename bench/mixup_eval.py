@@ -2,8 +2,8 @@
 2-16 examples per class, C tuned on the training shots (cross-validation), with and without SMOTE /
 Gaussian noise / mixup (soft labels as sample weights) added to the shots; mean and spread over 5 seeds.
 
-Datasets: ../shared/data/poem_sentiment_{train,test}.tsv (4 classes) and ../shared/data/banking77_train.csv
-(77 intents; 20% held out per class as test). The harness scores vectors only; the same split can score
+Datasets, shipped in bench/data/ (licences in bench/data/SOURCES.md): poem_sentiment_{train,test}.tsv (4 classes)
+and banking77_train.csv (77 intents; 20% held out per class as test). The harness scores vectors only; the same split can score
 LLM-realised texts (`embed_augment` with decode: llm) once a real model is behind the backend.
 
     python bench/mixup_eval.py [--seeds 5] [--shots 2 4 8 16]
@@ -27,7 +27,7 @@ from sklearn.model_selection import StratifiedKFold
 from synthgen.embedding.encoder import Encoder
 from synthgen.embedding.interpolate import add_noise, interpolate, smote
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DATA = Path(__file__).resolve().parent / "data"
 C_GRID = [0.01, 0.1, 1.0, 4.0, 10.0, 100.0]
 Augmenter = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray, np.ndarray]]
 

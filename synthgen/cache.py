@@ -164,8 +164,7 @@ class CachedBackend:
             return hit
         completion = await self.backend.complete(request)
         self.cache.put(request, completion)
-        self.stats.prompt_tokens += completion.prompt_tokens
-        self.stats.completion_tokens += completion.completion_tokens
+        self.stats.count_tokens(request.model, completion.prompt_tokens, completion.completion_tokens)
         return completion
 
     async def aclose(self) -> None:

@@ -47,6 +47,21 @@ def _judge_scores(stats: dict[str, Any]) -> list[list[Any]]:
             for label, values in stats.get("metrics", {}).items() for name, d in values.get("scores", {}).items()]
 
 
+def _how_to_load(export: ExportConfig, result: ExportResult) -> list[str]:
+    """A `datasets` snippet that loads the files this export wrote (and the Hub copy, when pushed)."""
+    splits = list(result.rows) or ["train"]
+    if export.format == "hf":
+        code = ["from datasets import load_from_disk", "",
+                f"dataset = load_from_disk({str(result.path)!r})  # DatasetDict: {', '.join(splits)}"]
+    else:
+        builder = "json" if export.format == "jsonl" else "parquet"
+        files = ", ".join(f"{split!r}: {str(result.path / f'{split}.{export.format}')!r}" for split in splits)
+        code = ["from datasets import load_dataset", "", f"dataset = load_dataset({builder!r}, data_files={{{files}}})"]
+    if export.push_to_hub:
+        code += ["", f"dataset = load_dataset({export.push_to_hub!r})  # the copy on the Hugging Face Hub"]
+    return ["## How to load", "", "```python", *code, "```", ""]
+
+
 def dataset_card(recipe_text: str, stats: dict[str, Any], export: ExportConfig, result: ExportResult) -> str:
     """Markdown card from the frozen recipe, the run's stats and the export's outcome."""
     recipe = yaml.safe_load(recipe_text) or {}
@@ -80,6 +95,7 @@ def dataset_card(recipe_text: str, stats: dict[str, Any], export: ExportConfig, 
             ["tokens in / out", f"{tokens.get('prompt')} / {tokens.get('completion')}"],
             ["wall time", f"{stats.get('wall_time_s')} s"],
         ]), "",
+        *_how_to_load(export, result),
         "## Sampling parameters", "", _table(["stage", "step", "parameters"], _sampling(recipe)), "",
         "## Funnel (records per stage)", "", _table(["stage", "in", "out", "rejected"], funnel, "No stage ran."), "",
         "## Rejects by reason", "", _table(["reason", "records", "first rejected record (shortened)"], by_count), "",
@@ -97,4 +113,8 @@ def dataset_card(recipe_text: str, stats: dict[str, Any], export: ExportConfig, 
     ]
     if result.skipped:
         parts += [f"Note: {result.skipped} records lacked a field the `{export.layout}` layout needs and were left out.", ""]
+    if review := stats.get("review"):  # counted by `export_run` from the run's review.jsonl (`synthgen view`)
+        parts += ["## Human review", "", f"{review['excluded']} records excluded by review, {review['approved']} approved"
+                  + (f", {review['not approved']} left out as not approved" if review["not approved"] else "")
+                  + " (decisions in the run directory's review.jsonl).", ""]
     return "\n".join(parts)

@@ -133,6 +133,7 @@ def checkpointed(stage: Stage, records: Iterable[Record], run_dir: RunDir, finge
         raise
     output.commit()
     rejects.writers[stage.ctx.label].commit()
+    stage.ctx.stats.finish_stage(stage.ctx.label)
     for legacy in (".jsonl", ".rejects.jsonl"):  # an earlier version's checkpoint of this stage
         (run_dir.checkpoints / f"{stage.ctx.label}{legacy}").unlink(missing_ok=True)
     write_atomic(done_path, orjson.dumps({"format": CHECKPOINT_FORMAT, "fingerprint": fingerprint,

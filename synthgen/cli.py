@@ -10,5 +10,5 @@ from synthgen.cli_app import app
 
 __all__ = ["app"]
 
-for _module in ("cli_run", "cli_tools", "cli_data"):  # the order `synthgen --help` lists their commands in
+for _module in ("cli_run", "cli_tools", "cli_data", "view.cli"):  # the order `synthgen --help` lists their commands in
     import_module(f"synthgen.{_module}")

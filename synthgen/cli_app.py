@@ -17,7 +17,15 @@ from rich.markup import escape
 
 from synthgen.errors import StageFailure, SynthgenError
 
-HELP = "The `synthgen` command: a thin layer that parses options, runs the library, and turns errors into messages."
+HELP = (
+    "synthgen makes synthetic datasets with language models. A recipe (YAML) names a source, generation steps with "
+    "prompt templates and taxonomies, quality filters, dedup and embedding stages; every request is cached, so a "
+    "stopped run resumes where it was.\n\n"
+    "Start with: synthgen run recipes/quickstart.yaml --backend sim (a built-in simulated server: no model needed).\n\n"
+    "Main commands: run RECIPE (make the dataset in outputs/NAME), estimate RECIPE (requests, tokens and cost first), "
+    "show RUN_DIR (records and rejects), view RUN_DIR (browse, compare and curate the records in a browser), export "
+    "RUN_DIR (training layouts and a dataset card), report RUN_DIR (an HTML report). `synthgen COMMAND --help` tells more."
+)
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP)
 taxonomy_app = typer.Typer(no_args_is_help=True, help="Inspect task taxonomies.")
 app.add_typer(taxonomy_app, name="taxonomy")
@@ -33,8 +41,20 @@ class Engine(str, Enum):
     ray = "ray"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"synthgen {version('synthgen')}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an internal error")] = False) -> None:
+def main(
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of an internal error")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")] = False,
+) -> None:
     """Options for every command (the app's help is HELP)."""
     _options["debug"] = debug
 

@@ -60,8 +60,10 @@ def export_command(
     field: Annotated[list[str] | None, typer.Option(help="ROLE=FIELD, e.g. output=answer; repeatable")] = None,
     push_to_hub: Annotated[str | None, typer.Option(help="Hub repo id; the token comes from $HF_TOKEN")] = None,
     conversational: Annotated[bool, typer.Option(help="preference layout: prompt/chosen/rejected as chat messages")] = False,
+    approved_only: Annotated[bool, typer.Option(help="only records approved in review.jsonl (`synthgen view`)")] = False,
 ) -> None:
-    """Write a run's dataset in a training layout, with a dataset card (README.md)."""
+    """Write a run's dataset in a training layout, with a dataset card (README.md); records excluded in
+    review.jsonl are left out."""
     from pydantic import ValidationError
 
     from synthgen.export import ExportConfig
@@ -74,7 +76,7 @@ def export_command(
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         raise typer.BadParameter(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
-    result = guarded(lambda: export_run(run_dir, config, out))
+    result = guarded(lambda: export_run(run_dir, config, out, approved_only))
     typer.echo(f"export: {result.path}  ({', '.join(f'{k}: {v} rows' for k, v in result.rows.items())})")
     if result.skipped:
         typer.echo(f"skipped: {result.skipped} records lacked a field the {layout} layout needs")
@@ -86,12 +88,15 @@ def show(
     n: Annotated[int, typer.Option("-n", min=1, help="how many records")] = 5,
     rejects: Annotated[bool, typer.Option("--rejects", help="show dropped records and why")] = False,
 ) -> None:
-    """Print sample records with their provenance."""
+    """Print sample records with their provenance (stage, leaf, placeholders, template, model); exit 1 when the
+    file holds no record, like grep with no match."""
     path = run_dir / ("rejects.jsonl" if rejects else "dataset.jsonl")
     guarded(lambda: _require(path))
     out = Console()
+    shown = 0
     with path.open("rb") as handle:
-        for number, line in zip(range(n), handle, strict=False):
+        for number, line in zip(range(n), (line for line in handle if line.strip()), strict=False):
+            shown += 1
             row = orjson.loads(line)
             lines = [f"[bold]{escape(str(k))}[/]: {escape(_short(v))}" for k, v in row["fields"].items()]
             if rejects:
@@ -100,7 +105,14 @@ def show(
                 trail = (f"{step.get('stage')}: leaf {step.get('leaf')}, template {step.get('template')}, "
                          f"model {step.get('model')}, sample {step.get('sample')}, attempt {step.get('attempt')}")
                 lines.append(f"[dim]{escape(trail)}[/]")
+                if step.get("placeholders"):
+                    values = ", ".join(f"{k}={_short(v, 80)}" for k, v in step["placeholders"].items())
+                    lines.append(f"[dim]  placeholders: {escape(values)}[/]")
             out.print(Panel("\n".join(lines), title=f"{number + 1}. {row['id']}", title_align="left"))
+    if not shown:
+        hint = "" if rejects else f"; every record was dropped or none was made: see `synthgen show {run_dir} --rejects`"
+        console.print(f"{path}: no records{hint}", highlight=False, markup=False)
+        raise typer.Exit(1)
 
 
 def _require(path: Path) -> None:

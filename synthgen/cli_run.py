@@ -6,7 +6,7 @@ import shlex
 import sys
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -15,6 +15,9 @@ from rich.table import Table
 
 from synthgen.cli_app import Engine, app, console, guarded, sigterm_as_interrupt
 from synthgen.stats import RunStats
+
+if TYPE_CHECKING:
+    from synthgen.prices import PriceTable
 
 
 def _base_url_option(url: str | None) -> str | None:
@@ -49,25 +52,34 @@ def run(
     workers: Annotated[int, typer.Option(min=1, help="Ray actors per row-wise stage")] = 2,
     block_size: Annotated[int, typer.Option(min=1, help="records per Ray task")] = 512,
     gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray actor (1 for an in-process model per GPU)")] = 0.0,
+    object_store_mb: Annotated[int | None, typer.Option(min=64, help="a local Ray's object store in MB (Ray's "
+                                                        "default: 30% of RAM; the rest spills to disk)")] = None,
+    price_in: Annotated[float | None, typer.Option(min=0, help="US$ per million input tokens, for the cost so far")] = None,
+    price_out: Annotated[float | None, typer.Option(min=0, help="US$ per million output tokens")] = None,
+    prices: Annotated[Path | None, typer.Option(
+        help="YAML file of model -> {input: $/M, output: $/M} (per-model prices; no price, no cost shown)")] = None,
 ) -> None:
     """Run a recipe; re-running the same command resumes where an earlier run stopped."""
     from synthgen import api
+    from synthgen.prices import load_prices
 
+    table = guarded(lambda: load_prices(prices, price_in, price_out))
     recipe = guarded(lambda: api.configure(recipe_path, backend=backend, model=model, base_url=base_url,
                                            max_concurrency=max_concurrency))
     if dry_run:
         from synthgen.cli_data import print_estimate
 
-        print_estimate(recipe_path, limit, 0.0, 0.0)
+        print_estimate(recipe_path, limit, price_in or 0.0, price_out or 0.0)
         return
     ray = None
     if engine is Engine.ray:
         from synthgen.engine.ray_engine import RayOptions
 
-        ray = RayOptions(address, max(1, workers), max(1, block_size), gpus_per_worker=gpus_per_worker)
+        ray = RayOptions(address, max(1, workers), max(1, block_size), gpus_per_worker=gpus_per_worker,
+                         object_store_mb=object_store_mb)
     stats = RunStats()
     command = " ".join(["synthgen", *map(shlex.quote, sys.argv[1:])])
-    with sigterm_as_interrupt(), LiveProgress(stats):
+    with sigterm_as_interrupt(), LiveProgress(stats, table):
         output = guarded(lambda: api.run(recipe, out, limit=limit, fresh=fresh, retry_rejects=retry_rejects, ray=ray,
                                          stats=stats, command=command))
     _print_summary(stats)
@@ -90,13 +102,15 @@ def _fail_if_backend_rejected_all(stats: RunStats, records: int) -> None:
 
 
 class LiveProgress:
-    """A progress bar fed from RunStats by a background thread while the run works in the foreground."""
+    """The progress line, fed from RunStats by a background thread while the run works in the foreground: a live
+    bar on a terminal; elsewhere (a log, CI) one plain line every `every` seconds and a last one at the end."""
 
-    def __init__(self, stats: RunStats) -> None:
-        self.stats = stats
+    def __init__(self, stats: RunStats, prices: PriceTable | None = None, every: float = 10.0) -> None:
+        self.stats, self.prices, self.every = stats, prices, every
+        self.live = console.is_terminal
         self.progress = Progress(
             BarColumn(bar_width=20), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("{task.fields[rates]}"), console=console, transient=False,
+            TextColumn("{task.fields[rates]}"), console=console, transient=False, disable=not self.live,
         )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -114,19 +128,24 @@ class LiveProgress:
         self.progress.stop()
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.25):
+        while not self._stop.wait(0.25 if self.live else self.every):
             self._update()
 
     def _update(self) -> None:
-        s, elapsed = self.stats, max(self.stats.elapsed, 1e-9)
-        rates = (f"{s.finished_requests / elapsed:,.0f} req/s {(s.prompt_tokens + s.completion_tokens) / elapsed:,.0f} tok/s "
-                 f"retries {sum(s.retries.values())} cached {s.cache_hits} rejects {sum(s.rejects.values())}")
+        from synthgen.progress import describe, snapshot
+
+        s = self.stats
+        snap = snapshot(s, self.prices)
+        rates = describe(snap, s)
         if s.batches:  # provider batches: how many are still running, and their items done so far
             running = [batch for batch in list(s.batches.values()) if batch["running"]]
             done, total = sum(b["completed"] + b["failed"] for b in running), sum(b["total"] for b in running)
             rates += f" | batches: {len(running)} running ({done:,}/{total:,} items), {len(s.batches) - len(running)} ended"
-        total = max(s.expected_requests or 0, s.planned_requests) or None
-        self.progress.update(self.task, completed=s.finished_requests, total=total, rates=rates)
+        if self.live:
+            self.progress.update(self.task, completed=snap.done, total=snap.total or None, rates=rates)
+        elif s.plan:
+            percent = f"{100 * snap.done / snap.total:.0f}%" if snap.total else "?%"
+            console.print(f"progress {percent} {snap.done:,}/{snap.total:,} | {rates}", highlight=False, markup=False)
 
 
 def _print_summary(stats: RunStats) -> None:
@@ -148,3 +167,13 @@ def _print_summary(stats: RunStats) -> None:
     if data["rejects_by_reason"]:
         reasons = ", ".join(f"{reason} {count}" for reason, count in data["rejects_by_reason"].items())
         console.print(f"rejects by reason: {reasons}", highlight=False)
+    _print_steering(stats)
+
+
+def _print_steering(stats: RunStats) -> None:
+    """One line per steered stage (`target:`): where it stopped and why."""
+    for label, metrics in stats.metrics.items():
+        if isinstance(steering := (metrics or {}).get("steering"), dict):
+            done = "reached" if steering["stop"] == "target_reached" else f"not reached: {steering['stop']}"
+            console.print(f"{label}: target {steering['target']} {done} ({steering['records']} records from "
+                          f"{steering['draws']} draws in {len(steering['rounds'])} rounds)", highlight=False)

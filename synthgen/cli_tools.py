@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from synthgen.cli_app import Engine, app, console, guarded, sigterm_as_interrupt, taxonomy_app
 from synthgen.dedup.contamination import DEFAULT_THRESHOLD
+
+if TYPE_CHECKING:
+    from synthgen.taxonomy import Taxonomy
 
 
 @app.command()
@@ -111,12 +114,38 @@ def report(
 
 
 @taxonomy_app.command("show")
-def taxonomy_show(file: Annotated[Path, typer.Argument(help="taxonomy YAML file")]) -> None:
-    """Print the task tree with each leaf's probability."""
+def taxonomy_show(file: Annotated[Path, typer.Argument(help="taxonomy YAML file, or a recipe (shows its taxonomies)")]) -> None:
+    """Print the task tree with each leaf's probability; given a recipe, the tree of each stage that names one."""
+    from synthgen.config import load_yaml
     from synthgen.taxonomy import Taxonomy
 
-    tree = guarded(lambda: Taxonomy.load(file)).render_tree()
-    Console().print(tree)
+    data = guarded(lambda: load_yaml(file))
+    if not (isinstance(data, dict) and "stages" in data):
+        Console().print(guarded(lambda: Taxonomy.load(file)).render_tree())
+        return
+    trees = guarded(lambda: _recipe_taxonomies(file))
+    if not trees:
+        console.print(f"{file}: no stage of this recipe names a taxonomy", highlight=False, markup=False)
+        raise typer.Exit(1)
+    for title, taxonomy in trees:
+        Console().print(f"[bold]{escape(title)}[/]")
+        Console().print(taxonomy.render_tree())
+
+
+def _recipe_taxonomies(path: Path) -> list[tuple[str, Taxonomy]]:
+    """(`<stage label>: <taxonomy file>[ branch]`, its taxonomy) for each stage with a `taxonomy` parameter."""
+    from synthgen.recipe import load_recipe
+    from synthgen.taxonomy import Taxonomy
+
+    recipe = load_recipe(path)
+    trees = []
+    for index, spec in enumerate(recipe.stage_specs):
+        name, branch = getattr(spec.params, "taxonomy", None), getattr(spec.params, "taxonomy_branch", None)
+        if isinstance(name, str):
+            taxonomy = Taxonomy.load(recipe.resolve(name))
+            trees.append((f"{index:02d}-{spec.name}: {name}" + (f" (branch {branch})" if branch else ""),
+                          taxonomy.branch(branch) if branch else taxonomy))
+    return trees
 
 
 @app.command("sim-server")

@@ -221,11 +221,13 @@ LAYOUTS: dict[str, Callable[[Record, ExportConfig], Row | None]] = {
 
 
 def export_records(records: Iterable[Record], config: ExportConfig, out: Path,
-                   card: Callable[[ExportResult], str] | None = None, batch_rows: int = BATCH_ROWS) -> ExportResult:
+                   card: Callable[[ExportResult], str] | None = None, batch_rows: int = BATCH_ROWS,
+                   allow_empty: bool = False) -> ExportResult:
     """Write `records` in `config`'s layout and format to the folder `out`, with README.md. `out` may replace
     only an empty folder or an earlier export (marked by a .synthgen-export file): never a folder of the user's.
     Rows stream to disk as they come; Parquet and the HF layout's Arrow files are written `batch_rows` rows at a
-    time (see synthgen.arrow_rows)."""
+    time (see synthgen.arrow_rows). No rows is an error (a layout no record fits names the fields it needs),
+    except that with `allow_empty` an empty input writes the card alone (a run's `export` stage that kept nothing)."""
     token = _hub_token(config) if config.push_to_hub else None
     tmp = out.with_name(out.name + ".tmp")
     for folder in (out, tmp):
@@ -236,7 +238,7 @@ def export_records(records: Iterable[Record], config: ExportConfig, out: Path,
             shutil.rmtree(tmp)  # an earlier export's leftover (checked above)
         tmp.mkdir(parents=True)
         (tmp / EXPORT_MARKER).write_bytes(orjson.dumps({"synthgen": __version__}))
-        _write(records, config, tmp, result, batch_rows)
+        _write(records, config, tmp, result, batch_rows, allow_empty)
         if card is not None:
             (tmp / "README.md").write_text(card(result), encoding="utf-8")
         if out.exists():
@@ -248,7 +250,7 @@ def export_records(records: Iterable[Record], config: ExportConfig, out: Path,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if config.push_to_hub and token:
+    if config.push_to_hub and token and result.rows:
         _push(out, config, list(result.rows), token, batch_rows)
     return result
 
@@ -263,7 +265,8 @@ def _refuse_foreign(folder: Path) -> None:
                       "refusing to replace it: choose another export folder")
 
 
-def _write(records: Iterable[Record], config: ExportConfig, folder: Path, result: ExportResult, batch_rows: int) -> None:
+def _write(records: Iterable[Record], config: ExportConfig, folder: Path, result: ExportResult, batch_rows: int,
+           allow_empty: bool) -> None:
     """Stream the rows into `folder`'s split files (JSONL, line by line), counting them in `result`; then convert
     them to the chosen format. A `test` split exists only when a row falls in it; a split is the stable hash of
     the record id, so no shuffle holds the set in memory."""
@@ -288,7 +291,11 @@ def _write(records: Iterable[Record], config: ExportConfig, folder: Path, result
             handles[name].write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
             result.rows[name] += 1
     if not sum(result.rows.values()):
-        raise ConfigError("export", "layout" if result.skipped else None, _no_rows(config, result))
+        if result.skipped or not allow_empty:
+            raise ConfigError("export", "layout" if result.skipped else None, _no_rows(config, result))
+        (folder / "train.jsonl").unlink()
+        result.rows = {}
+        return
     if config.format == "jsonl":
         return
     for name in result.rows:

@@ -15,12 +15,13 @@ from synthgen.build import build_stages, limited, open_runtime, open_source, run
 from synthgen.checkpoints import RejectLog, checkpointed, merge_rejects, read_checkpoint, resume_point
 from synthgen.errors import RunDirError
 from synthgen.fingerprint import stage_fingerprints
+from synthgen.progress import plan_stages
 from synthgen.recipe import Recipe
 from synthgen.record import Record
 from synthgen.rundir import JsonlWriter, RunDir, write_atomic
-from synthgen.stages.base import Stage, StageExecutor, run_locally
-from synthgen.stages.source import Source
+from synthgen.stages.base import StageExecutor, run_locally
 from synthgen.stats import RunStats
+from synthgen.steering import steer
 
 
 @dataclass
@@ -56,11 +57,16 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
             if start == len(stages) and state.get("finished") == fingerprints[-1] and run_dir.dataset_path.exists():
                 with run_dir.dataset_path.open("rb") as handle:
                     return RunResult(run_dir, stats, sum(1 for _ in handle))  # finished: nothing to redo or rewrite
-            stats.expected_requests = _expected_requests(stages, source, limit, start)
+            stats.plan = plan_stages(stages, source.estimate() if source is not None else 0, limit)[start:]
+            stats.expected_requests = sum(step.requests or 0 for step in stats.plan) or None
+            for index in range(start, len(stages)):  # a `target:` decides its stage's draws before the stage runs
+                if stages[index].steering() is not None:
+                    steer(recipe, stages, index, runtime, stats, limit, run_paths(run_dir))
             frozen = recipe.model_dump(mode="json", by_alias=True)
             frozen["stages"] = [{spec.name: spec.params.model_dump(mode="json", by_alias=True, exclude_none=True)}
                                 for spec in recipe.stage_specs]  # every parameter spelled out, defaults included
-            run_dir.write_recipe({**frozen, "run": {"limit": limit, "command": command, "backend": runtime.identity}})
+            run_dir.write_recipe({**frozen, "run": {"limit": limit, "command": command, "backend": runtime.identity,
+                                                  "recipe_dir": str(recipe.recipe_dir)}})
 
             labels = [stage.ctx.label for stage in stages]
             stream: Iterable[Record] = (read_checkpoint(run_dir.checkpoints, labels[:start]) if start
@@ -115,19 +121,3 @@ def _sampling(stats: RunStats, every: float = 1.0) -> Iterator[None]:
         stop.set()
         thread.join()
         stats.sample()
-
-
-def _expected_requests(stages: list[Stage], source: Source | None, limit: int | None, start: int) -> int | None:
-    """Requests the stages that know theirs in advance will make, assuming nothing is dropped (for the progress bar)."""
-    records = (source.estimate() or 0) if source is not None else 0
-    if limit is not None and records:
-        records = min(records, limit)
-    total = 0
-    for index, stage in enumerate(stages):
-        planned = stage.planned_requests(records)
-        if planned is None:
-            continue
-        records = stage.outputs(records)
-        if index >= start:
-            total += planned
-    return total or None

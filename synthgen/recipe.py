@@ -38,7 +38,8 @@ class Recipe(StrictModel):
                                                "that name one (`backend: judge`); CLI overrides change only `backend`")
     source: SourceConfig | None = None
     stages: list[dict[str, Any]] = Field(min_length=1)
-    run: dict[str, Any] | None = Field(default=None, description="written into frozen recipes (limit, command); not read")
+    run: dict[str, Any] | None = Field(default=None, description="written into frozen recipes (limit, command, the "
+                                       "original recipe's folder); only `recipe_dir` is read, to resolve paths")
 
     _path: Path = PrivateAttr(default=Path("recipe.yaml"))
     _specs: list[StageSpec] = PrivateAttr(default_factory=list)
@@ -56,6 +57,11 @@ class Recipe(StrictModel):
         return self._path
 
     @property
+    def recipe_dir(self) -> Path:
+        """The folder of the recipe as the user wrote it (for a frozen recipe, the original's folder)."""
+        return Path((self.run or {}).get("recipe_dir") or self._path.parent.resolve())
+
+    @property
     def stage_specs(self) -> list[StageSpec]:
         return self._specs
 
@@ -64,7 +70,10 @@ class Recipe(StrictModel):
         path = Path(relative)
         if path.is_absolute():
             return path
-        candidates = [self._path.parent / path, self._path.parent.parent / path, Path.cwd() / path]
+        candidates = [self._path.parent / path, self._path.parent.parent / path]
+        if origin := (self.run or {}).get("recipe_dir"):  # a frozen recipe: also where the original one was
+            candidates += [Path(origin) / path, Path(origin).parent / path]
+        candidates.append(Path.cwd() / path)
         return next((c for c in candidates if c.exists()), candidates[0])
 
     def with_backend(self, **overrides: Any) -> Recipe:

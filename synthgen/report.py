@@ -25,7 +25,8 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from synthgen.embedding.encoder import Encoder
 from synthgen.errors import ConfigError, RunDirError
-from synthgen.report_data import RunData, Sample, record_text
+from synthgen.report_data import RunData, Sample
+from synthgen.report_records import GROUP_COLOURS, examples, length_figure
 from synthgen.rundir import write_atomic
 from synthgen.stats import reject_example
 
@@ -138,28 +139,12 @@ def _judge_scores(run: RunData) -> str:
     return "".join(parts)
 
 
-def _lengths(synthetic: Sample, seeds: Sample | None) -> str:
-    if not synthetic.lengths:
+def _lengths(synthetic: Sample, real: Sample, seeds: Sample | None) -> str:
+    drawn = length_figure({"seed": seeds or Sample(0, random.Random()), "real": real, "synthetic": synthetic}, _figure)
+    if drawn is None:
         return _missing("dataset.jsonl is empty")
-    groups = {"synthetic": np.array(synthetic.lengths)}
-    if seeds is not None and seeds.lengths:
-        groups = {"seed": np.array(seeds.lengths), **groups}
-    joined = np.concatenate(list(groups.values()))
-    wide = joined.max() > 30 * max(joined.min(), 1)  # long tails: log-spaced bins on a log axis
-    edges = np.geomspace(max(joined.min(), 1), joined.max() + 1, 41) if wide else np.histogram_bin_edges(joined, bins=40)
-    fig = _figure()
-    ax = fig.add_subplot()
-    if wide:
-        ax.set_xscale("log")
-    for name, values in groups.items():
-        ax.hist(values, bins=edges.tolist(), weights=np.full(len(values), 1 / len(values)), alpha=0.55, color=_COLOURS[name],
-                label=f"{name} (n={len(values):,}, median {np.median(values):,.0f})")
-    ax.set_xlabel("characters per record (string fields joined)")
-    ax.set_ylabel("share of records")
-    ax.legend(fontsize=8)
     note = "" if seeds is not None else '<p class="note">No seed data: the recipe has no source, or it no longer resolves.</p>'
-    medians = ", ".join(f"{name} median {np.median(v):,.0f} characters" for name, v in groups.items())
-    return _img(fig, f"Histogram of record lengths in characters: {medians}") + note
+    return _img(*drawn) + note
 
 
 def _coverage(run: RunData, synthetic: Sample) -> str:
@@ -197,12 +182,18 @@ def _project(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
     centred = vectors - vectors.mean(axis=0)
     _, singular, axes = np.linalg.svd(centred, full_matrices=False)
     share = singular**2 / max(float((singular**2).sum()), 1e-12)
-    return centred @ axes[:2].T, [f"PC{k + 1} ({share[k]:.0%} of variance)" for k in range(2)]
+    return centred @ axes[:2].T, [f"PC{k + 1} ({_percent(share[k])} of variance)" for k in range(2)]
 
 
-def _embedding_map(synthetic: Sample, seeds: Sample | None, encoder: Encoder | None, seed: int, cache: Path) -> str:
-    seed_texts = [text for text, _ in seeds.picked] if seeds else []
-    texts = seed_texts + [text for text, _ in synthetic.picked]
+def _percent(share: float) -> str:
+    """Two significant digits: sentence vectors of varied text spread over hundreds of axes (PC1 ~ 1-10%)."""
+    return f"{100 * share:.2g}%"
+
+
+def _embedding_map(synthetic: Sample, real: Sample, seeds: Sample | None, encoder: Encoder | None, seed: int,
+                   cache: Path) -> str:
+    seed_texts, real_texts = seeds.texts() if seeds else [], real.texts()
+    texts = seed_texts + real_texts + synthetic.texts()
     if len(texts) < 3:
         return _missing("fewer than three records to embed")
     try:
@@ -215,10 +206,14 @@ def _embedding_map(synthetic: Sample, seeds: Sample | None, encoder: Encoder | N
     if seed_texts:
         seed_points = points[: len(seed_texts)]
         ax.scatter(seed_points[:, 0], seed_points[:, 1], s=9, c=_COLOURS["seed"], alpha=0.5, label=f"seed ({len(seed_texts):,})")
+    if real_texts:
+        real_points = points[len(seed_texts): len(seed_texts) + len(real_texts)]
+        ax.scatter(real_points[:, 0], real_points[:, 1], s=9, c=GROUP_COLOURS["real"], alpha=0.6, marker="s",
+                   label=f"real documents ({len(real_texts):,})")
     leaves = [leaf for _, leaf in synthetic.picked]
     top = [leaf for leaf, _ in Counter(leaves).most_common(9)]
     cmap = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#555555"]
-    synth = points[len(seed_texts):]
+    synth = points[len(seed_texts) + len(real_texts):]
     for k, name in enumerate([*top, "other"]):
         mask = np.array([(leaf == name) if name != "other" else leaf not in top for leaf in leaves])
         if mask.any():
@@ -228,7 +223,9 @@ def _embedding_map(synthetic: Sample, seeds: Sample | None, encoder: Encoder | N
     ax.set_ylabel(labels[1], fontsize=8)
     ax.tick_params(labelsize=7)
     fig.legend(loc="outside right upper", fontsize=7, markerscale=1.6, frameon=False)
-    alt = f"2-D map of sentence embeddings: {len(seed_texts)} seed records in grey, {len(leaves)} synthetic records by leaf"
+    alt = (f"2-D map of sentence embeddings: {len(seed_texts)} seed records in grey, "
+           + (f"{len(real_texts)} real documents in green, " if real_texts else "")
+           + f"{len(leaves)} synthetic records by leaf")
     return _img(fig, alt) + '<p class="note">Embeddings: MiniLM sentence vectors of a seeded sample of each set.</p>'
 
 
@@ -257,6 +254,7 @@ def _timeline(run: RunData) -> str:
     points = np.array(run.stats.get("timeline") or [], dtype=np.float64).reshape(-1, 3)
     if len(points) < 2:
         return _missing("fewer than two timeline samples in stats.json")
+    ends: dict[str, float] = run.stats.get("stage_finished_s") or {}  # each stage's end: a marker on both panels
     fig = _figure(3.2, 8)
     for k, (title, colour) in enumerate([("requests finished", "out"), ("tokens (prompt + completion)", "rejected")]):
         ax = fig.add_subplot(1, 2, k + 1)
@@ -265,8 +263,43 @@ def _timeline(run: RunData) -> str:
         ax.set_xlabel("seconds since start", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_ylim(bottom=0)
+        for label, seconds in ends.items():
+            ax.axvline(seconds, color="#777777", linewidth=0.8, linestyle=":")
+            ax.annotate(_plain(label), (seconds, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=6,
+                        va="top", ha="right", color="#555555")
     alt = f"Requests finished and tokens over {points[-1, 0]:.1f} s: {points[-1, 1]:,.0f} requests, {points[-1, 2]:,.0f} tokens"
+    if ends:
+        alt += "; stages finished at " + ", ".join(f"{label} {seconds:.1f} s" for label, seconds in ends.items())
     return _img(fig, alt)
+
+
+def _steering(run: RunData) -> str:
+    """Each round's leaf weights of a steered stage (`target:`, stats.json `metrics.<stage>.steering`)."""
+    found = [(label, m["steering"]) for label, m in (run.stats.get("metrics") or {}).items()
+             if isinstance(m, dict) and isinstance(m.get("steering"), dict)]
+    if not found:
+        return _missing("no stage generates to a `target:`")
+    label, steering = found[0]
+    rounds = steering.get("rounds") or []
+    leaves = sorted({leaf for r in rounds for leaf in r["weights"]})
+    fig = _figure(3.4, 8)
+    ax = fig.add_subplot(1, 1, 1)
+    for leaf in leaves:
+        ax.plot([r["round"] for r in rounds], [r["weights"].get(leaf, 0.0) for r in rounds], marker=".", label=_plain(leaf))
+    ax.set_xlabel("round", fontsize=8)
+    ax.set_ylabel("share of the round's draws", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=6, ncol=2)
+    summary = (f"{label}: target {steering['target']}, stopped by {steering['stop']} with {steering['records']} "
+               f"records from {steering['draws']} draws in {len(rounds)} rounds")
+    return _img(fig, f"Leaf weights per round; {summary}") + f'<p class="note">{_e(summary)}.</p>'
+
+
+def run_figures(run: RunData) -> dict[str, str]:
+    """The run-level sections as HTML, by title: what `synthgen view` shows on its first page."""
+    return {"Records per stage": _funnel(run), "Rejects by reason": _rejects(run), "Judge scores": _judge_scores(run),
+            "Timeline": _timeline(run)}
 
 
 def _header(run: RunData, records: int) -> str:
@@ -276,7 +309,8 @@ def _header(run: RunData, records: int) -> str:
               ["tokens (prompt + completion)", tokens.get("prompt", 0) + tokens.get("completion", 0)],
               ["wall time", f"{stats.get('wall_time_s', 0):,.1f} s"]]
     metrics = [[label, name, _value(value)] for label, values in (stats.get("metrics") or {}).items()
-               if isinstance(values, dict) for name, value in values.items() if name != "scores"]  # see _judge_scores
+               if isinstance(values, dict) for name, value in values.items()
+               if name not in ("scores", "steering")]  # see _judge_scores, _steering
     nav = "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title in _TITLES.items())
     return (f"<h1>Run report: {_e(run.name)}</h1><p>Run directory <code>{_e(run.path)}</code><br>"
             f"Recipe sha256 <code>{_e(run.recipe_hash)}</code></p>{_table(['total', ''], totals)}"
@@ -286,23 +320,29 @@ def _header(run: RunData, records: int) -> str:
 
 _TITLES = {"funnel": "Records per stage", "rejects": "Rejects by reason", "lengths": "Length distributions",
            "coverage": "Taxonomy coverage", "embedding-map": "Embedding map", "duplicates": "Duplicate clusters",
-           "judge": "Judge scores", "timeline": "Timeline"}
+           "judge": "Judge scores", "timeline": "Timeline", "steering": "Steering", "examples": "Example records"}
 
 
 def build_report(run_dir: Path, out: Path | None = None, encoder: Encoder | None = None, max_points: int = 1000) -> Path:
     """Write the HTML report of a finished run (default RUN_DIR/report.html) and return its path."""
     run = RunData(Path(run_dir))
     seed = int(run.recipe.get("seed") or 0)
-    synthetic = Sample(max_points, random.Random(seed))
+    synthetic, real = Sample(max_points, random.Random(seed)), Sample(max_points, random.Random(seed + 2))
     for row in run.rows("dataset.jsonl"):
-        synthetic.add(record_text(row.get("fields") or {}), run.leaf(row))
+        if run.is_real(row):  # a real document passed through (WRAP's mix): never "synthetic", never "(no leaf)"
+            real.add(row.get("fields") or {}, None)
+        else:
+            synthetic.add(row.get("fields") or {}, run.leaf(row))
     seeds = run.seeds(Sample(max_points, random.Random(seed + 1)))
-    bodies = {"funnel": _funnel(run), "rejects": _rejects(run), "lengths": _lengths(synthetic, seeds),
-              "coverage": _coverage(run, synthetic), "embedding-map": _embedding_map(synthetic, seeds, encoder, seed, run.path),
-              "duplicates": _duplicates(run), "judge": _judge_scores(run), "timeline": _timeline(run)}
+    bodies = {"funnel": _funnel(run), "rejects": _rejects(run), "lengths": _lengths(synthetic, real, seeds),
+              "coverage": _coverage(run, synthetic),
+              "embedding-map": _embedding_map(synthetic, real, seeds, encoder, seed, run.path),
+              "duplicates": _duplicates(run), "judge": _judge_scores(run), "timeline": _timeline(run),
+              "steering": _steering(run),
+              "examples": examples(synthetic, real)}
     sections = "".join(f'<section id="{key}"><h2>{_e(_TITLES[key])}</h2>{body}</section>' for key, body in bodies.items())
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>synthgen report: {_e(run.name)}</title>'
-            f"<style>{_STYLE}</style></head><body>{_header(run, len(synthetic.lengths))}{sections}</body></html>\n")
+            f"<style>{_STYLE}</style></head><body>{_header(run, synthetic.count + real.count)}{sections}</body></html>\n")
     target = Path(out) if out is not None else run.path / "report.html"
     _refuse_foreign(target)
     write_atomic(target, page.encode("utf-8"))

@@ -20,22 +20,31 @@ from synthgen.taxonomy import Taxonomy
 
 @dataclass
 class Sample:
-    """Character lengths of every record seen and a seeded reservoir sample of (text, leaf) pairs."""
+    """Per string field, the character lengths of every record seen; a seeded reservoir sample of
+    (string fields, leaf) pairs; and how many records carry each taxonomy leaf."""
 
     size: int
     rng: random.Random
-    lengths: list[int] = field(default_factory=list)
-    picked: list[tuple[str, str]] = field(default_factory=list)
+    count: int = 0
+    lengths: dict[str, list[int]] = field(default_factory=dict)
+    picked: list[tuple[dict[str, str], str]] = field(default_factory=list)
     leaves: Counter[str] = field(default_factory=Counter)
 
-    def add(self, text: str, leaf: str | None) -> None:
-        self.lengths.append(len(text))
+    def add(self, fields: dict[str, Any], leaf: str | None) -> None:
+        texts = {name: value for name, value in fields.items() if isinstance(value, str)}
+        for name, text in texts.items():
+            self.lengths.setdefault(name, []).append(len(text))
+        self.count += 1
         if leaf:
             self.leaves[leaf] += 1
         if len(self.picked) < self.size:
-            self.picked.append((text, leaf or "(no leaf)"))
-        elif (slot := self.rng.randrange(len(self.lengths))) < self.size:
-            self.picked[slot] = (text, leaf or "(no leaf)")
+            self.picked.append((texts, leaf or "(no leaf)"))
+        elif (slot := self.rng.randrange(self.count)) < self.size:
+            self.picked[slot] = (texts, leaf or "(no leaf)")
+
+    def texts(self) -> list[str]:
+        """The sampled records' string fields, joined (what the embedding map embeds)."""
+        return [record_text(fields) for fields, _ in self.picked]
 
 
 class RunData:
@@ -66,8 +75,12 @@ class RunData:
         self.taxonomy_params: dict[str, Any] = taxonomy_stage[1] if taxonomy_stage else {}
 
     def resolve(self, relative: str) -> Path:
-        """A path the frozen recipe names, tried like Recipe.resolve would from the run directory."""
-        candidates = [self.path / relative, self.path.parent / relative, Path.cwd() / relative]
+        """A path the frozen recipe names, tried like Recipe.resolve would from the run directory (the folder of
+        the recipe it was frozen from included)."""
+        candidates = [self.path / relative, self.path.parent / relative]
+        if origin := (self.recipe.get("run") or {}).get("recipe_dir"):
+            candidates += [Path(origin) / relative, Path(origin).parent / relative]
+        candidates.append(Path.cwd() / relative)
         return next((c for c in candidates if c.exists()), candidates[0])
 
     def rows(self, name: str) -> Iterator[dict[str, Any]]:
@@ -92,6 +105,12 @@ class RunData:
         value = (row.get("fields") or {}).get(self.taxonomy_params.get("leaf_field") or "")
         return value if isinstance(value, str) and value else None
 
+    @staticmethod
+    def is_real(row: dict[str, Any]) -> bool:
+        """A dataset record that is a real document passed through, not a model's text: its `kind` field says
+        `real` (the convention of mixes such as WRAP's real + rephrased documents)."""
+        return (row.get("fields") or {}).get("kind") == "real"
+
     def seeds(self, sample: Sample) -> Sample | None:
         """The records that entered the first stage (the recipe's source), if it can still be read."""
         from synthgen.stages.source import Source, SourceConfig
@@ -103,7 +122,7 @@ class RunData:
         try:
             source = Source(SourceConfig.model_validate(config), self.resolve(str(config.get("path"))))
             for record in islice(source, limit):
-                sample.add(record_text(record.fields), None)
+                sample.add(record.fields, None)
         except (SynthgenError, ValueError, OSError):
             return None
         return sample

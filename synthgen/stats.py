@@ -18,6 +18,16 @@ class StageCounts:
     rejected: int = 0
 
 
+@dataclass
+class StagePlan:
+    """What a stage is expected to take in, make and ask for when nothing is dropped (the progress line's plan)."""
+
+    label: str
+    inputs: int
+    outputs: int
+    requests: int | None  # None: not known before (loops, fan-outs)
+
+
 EXAMPLE_CHARS = 200  # a reject's example in the card and the report
 
 
@@ -45,6 +55,7 @@ class RunStats:
     cache_hits: int = 0
     http_requests: int = 0
     http_ok: int = 0
+    http_in_flight: int = 0  # HTTP requests sent and not answered yet (the backend's window in use)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retries: Counter[str] = field(default_factory=Counter)
@@ -55,6 +66,10 @@ class RunStats:
     timeline: list[tuple[float, int, int]] = field(default_factory=list)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # provider batch id -> status and item counts
     backend: dict[str, Any] = field(default_factory=dict)  # the client's view: server slots, window, timeouts
+    plan: list[StagePlan] = field(default_factory=list)  # the stages this attempt runs, in order
+    finished_stages: dict[str, float] = field(default_factory=dict)  # stage label -> seconds when its output was complete
+    tokens_by_model: dict[str, list[int]] = field(default_factory=dict)  # model -> [prompt, completion] tokens sent
+    embedded: int = 0  # texts the run's encoders embedded (cache hits included): an embedding stage's progress
     started: float = field(default_factory=time.monotonic)
     earlier_wall: float = 0.0  # seconds earlier attempts in the same run directory took
 
@@ -63,6 +78,18 @@ class RunStats:
         self.rejects[reason] += 1
         if reason not in self.reject_examples:
             self.reject_examples[reason] = reject_example(fields)
+
+    def count_tokens(self, model: str, prompt: int, completion: int) -> None:
+        """Count the tokens of one fresh (paid) completion from `model`."""
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        counts = self.tokens_by_model.setdefault(model, [0, 0])
+        counts[0] += prompt
+        counts[1] += completion
+
+    def finish_stage(self, label: str) -> None:
+        """Note that stage `label` has yielded all its output (its time is a marker on the report's timeline)."""
+        self.finished_stages[label] = round(self.elapsed, 2)
 
     def stage(self, name: str) -> StageCounts:
         """The counters of stage `name`, created on first use."""
@@ -114,6 +141,7 @@ class RunStats:
             "batches": self.batches,
             "backend": self.backend,
             "timeline": [list(point) for point in self.timeline],
+            "stage_finished_s": self.finished_stages,
             "wall_time_s": round(wall, 3),
             "requests_per_s": round(self.finished_requests / wall, 2) if wall > 0 else 0.0,
         }

@@ -186,11 +186,13 @@ class OpenAIBackend:
             await self._tpm.acquire(request.estimated_tokens())
         await self.window.acquire()
         started = time.monotonic()
+        self.stats.http_in_flight += 1
         try:
             deadline = self.pace.deadline(request.estimated_tokens(), self.window.in_flight)
             self.stats.backend["deadline_s"] = round(deadline, 2)
             status, headers, raw = await self._post(orjson.dumps(request.body()), deadline)
         finally:
+            self.stats.http_in_flight -= 1
             self.window.release()
         self._answered = True
         if status == 200:

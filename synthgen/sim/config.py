@@ -23,6 +23,9 @@ class SimConfig(BaseModel, extra="forbid"):
     hang_seconds: float = Field(default=30.0, ge=0)  # longer than client timeouts, so a hang reads as a timeout
     retry_after: float = Field(default=0.1, ge=0)  # seconds sent in the Retry-After header of a 429
     duplicate_rate: float = Field(default=0.1, ge=0, le=1)  # prompts whose samples collide (as many: nearly)
+    # prompt substring (e.g. a taxonomy leaf path) -> share of its answers drawn from a small fixed set per
+    # substring: that leaf "repeats itself" (exact duplicates of its earlier answers); none by default
+    leaf_duplicate_rates: dict[str, float] = {}
     api_key: str | None = None  # when set, requests need `Authorization: Bearer <api_key>`
     models: list[str] | None = None  # when set, other model names get 404
     max_context_tokens: int | None = Field(default=None, ge=1)  # prompt words + max_tokens above it get 400
@@ -32,6 +35,13 @@ class SimConfig(BaseModel, extra="forbid"):
     batch_failed_items: float = Field(default=0.0, ge=0, le=1)  # share of batch items answered with a 500 (error file)
     batch_expired_items: float = Field(default=0.0, ge=0, le=1)  # share of batch items left undone; any makes it `expired`
     judge_position_bias: float = Field(default=0.0, ge=0, le=1)  # share of pairwise verdicts for answer A, whatever it is
+
+    @field_validator("leaf_duplicate_rates")
+    @classmethod
+    def _check_leaf_rates(cls, rates: dict[str, float]) -> dict[str, float]:
+        if any(not 0 <= rate <= 1 for rate in rates.values()):
+            raise ValueError("each leaf duplicate rate must be between 0 and 1")
+        return rates
 
     @field_validator("faults")
     @classmethod

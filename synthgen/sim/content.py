@@ -3,6 +3,8 @@
 An answer is a pure function of its inputs (a key hashed from model + messages + schema, and the request
 seed), so reruns, caches and tests agree. A share of prompts, fixed per prompt, answers the same text to
 every seed (exact duplicates) or nearly the same (two words changed), so dedup stages have real work.
+`repeated_answer` makes the prompts holding a configured substring (a taxonomy leaf) answer from a small fixed
+set with a given probability: a leaf that repeats itself.
 
 A request whose schema asks for a judge's verdict (a `justification` string plus integer scores, or plus a
 `winner` "A"/"B") about text the prompt wraps in <response>...</response> (<response_a>, <response_b> for two)
@@ -14,6 +16,9 @@ A request whose schema has a string property described as a "verbatim" quote, ab
 the last context (empty where the property's `maxLength` is 0), so grounding checks have real quotes to find;
 a string property described as "supported by the quote" then gets most of the quote's words and a few others,
 one described as ending with a "question mark" gets one.
+
+A plain request showing two texts in <example_a>...</example_a> and <example_b>...</example_b> (gap filling)
+gets `between`: the first part of A's words followed by the last part of B's, a text that embeds between them.
 """
 
 from __future__ import annotations
@@ -141,6 +146,21 @@ def generate(key: int, seed: int, words: tuple[str, ...], schema: dict[str, Any]
     return text
 
 
+REPEATED_ANSWERS = 4  # answers in a repeating leaf's fixed set: after a few requests, each repeat is a duplicate
+
+
+def repeated_answer(prompt: str, rates: dict[str, float], key: int, seed: int) -> tuple[int, tuple[str, ...]] | None:
+    """(content key, words) of a fixed answer when the prompt holds a substring of `rates` (the first that
+    matches) and this request (`key`, `seed`) rolls under its rate: one of REPEATED_ANSWERS texts per substring,
+    the same whatever the rest of the prompt says; None otherwise, leaving the answer as it is."""
+    for pattern, rate in rates.items():
+        if pattern in prompt:
+            if stable_int(key, seed, "repeat") % 1_000_000 / 1_000_000 >= rate:
+                return None
+            return stable_int("repeat", pattern, stable_int(key, seed) % REPEATED_ANSWERS), tuple(pattern.split("/"))
+    return None
+
+
 _PREAMBLES = ("i'm sorry", "as an ai", "sure! here is", "sure, here is", "i'm ready to assist", "i cannot")
 _SENTENCE = re.compile(r"[^.!?\n]+")
 
@@ -222,3 +242,13 @@ def quoting(schema: dict[str, Any], prompt: str, rng: random.Random, words: tupl
         elif "question mark" in str(sub.get("description", "")).lower() and isinstance(answer.get(name), str):
             answer[name] = answer[name][: (sub.get("maxLength") or 10**9) - 1] + "?"
     return orjson.dumps(answer).decode()
+
+
+def between(prompt: str, rng: random.Random) -> str | None:
+    """A text between the two examples `prompt` wraps (module docstring): the first 40-60% of A's words, then
+    the matching tail of B's; None for any other prompt."""
+    first, second = _wrapped(prompt, "example_a"), _wrapped(prompt, "example_b")
+    if first is None or second is None:
+        return None
+    a, b, cut = first.split(), second.split(), rng.uniform(0.4, 0.6)
+    return " ".join(a[: max(1, round(cut * len(a)))] + b[round(cut * len(b)) :])

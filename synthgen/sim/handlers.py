@@ -26,7 +26,7 @@ from aiohttp import web
 
 from synthgen.hashing import stable_int
 from synthgen.sim.config import DEFAULT_MODEL, FAULT_KINDS, SimConfig
-from synthgen.sim.content import generate, judgement, quoting
+from synthgen.sim.content import between, generate, judgement, quoting, repeated_answer
 from synthgen.sim.http import error_body, error_response, json_response
 
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
@@ -222,8 +222,13 @@ class SimHandlers:
         for i in range(n):
             rng = random.Random(stable_int(key, seed + i))
             verdict = (judgement(schema, prompt, rng, self.config.judge_position_bias)
-                       or quoting(schema, prompt, rng, words)) if schema else None
-            text = verdict or generate(key, seed + i, words, schema, max_tokens, self.config.duplicate_rate, prompt_tokens)
+                       or quoting(schema, prompt, rng, words)) if schema else between(prompt, rng)
+            repeat = None if verdict else repeated_answer(prompt, self.config.leaf_duplicate_rates, key, seed + i)
+            if repeat is not None:
+                text = generate(repeat[0], 0, repeat[1], schema, max_tokens)
+            else:
+                text = verdict or generate(key, seed + i, words, schema, max_tokens, self.config.duplicate_rate,
+                                           prompt_tokens)
             finish = "stop"
             if fault == "truncated":
                 text, finish = text[: len(text) // 2], "length"

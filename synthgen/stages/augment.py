@@ -10,6 +10,14 @@ attempt number, up to `max_attempts`, then rejected with the measured cosine. Mi
 Needs every input record first (the operations sample across the set): the records are spilled to disk and
 replayed, and what stays in memory per input is its id, its text (the prompts and `decode: nearest` quote it),
 its label and its vector, one row of an (n, 384) float32 array (1,536 bytes) filled in place from the cache.
+
+`operation: gaps` aims at holes in the kept set instead (`synthgen.embedding.interpolate.gaps`): midpoints of
+far-apart pairs within each `label_field` group and centroids of sparse k-means cells, the emptiest first. The
+LLM is shown the two anchors and asked for one new text between them, as distilabel / DataDesigner users expect
+seeds to be realised; a text must also fill its gap (`fills_gap`: nearer the target than any kept record by
+`margin`, or farther from the kept set than its median nearest-neighbour distance), else `gap_not_filled`.
+Its default `tau` is 0.6, not 0.8: the midpoint of two unrelated texts is only ~0.7 from either of them.
+`decode: nearest` would hand back an existing record, the opposite of filling a hole, so it is refused.
 """
 
 from __future__ import annotations
@@ -19,11 +27,22 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from synthgen.embedding.diversity import diversity_metrics
 from synthgen.embedding.encoder import DEFAULT_MODEL, Encoder
-from synthgen.embedding.interpolate import add_noise, analogy, attribute_vector, interpolate, intrusion, nearest, smote
+from synthgen.embedding.interpolate import (
+    add_noise,
+    analogy,
+    attribute_vector,
+    fills_gap,
+    gaps,
+    interpolate,
+    intrusion,
+    nearest,
+    nearest_neighbour_distances,
+    smote,
+)
 from synthgen.errors import ConfigError, RetryableBackendError
 from synthgen.fields import stage_fields
 from synthgen.hashing import stable_int
@@ -35,6 +54,7 @@ from synthgen.stages.base import StageParams, WholeSetStage
 from synthgen.stages.spill import Spilled
 
 ALPHA = {"mixup": (0.2, 0.8), "extrapolate": (1.2, 1.5)}
+TAU = {"gaps": 0.6}  # default tau where 0.8 does not fit (see the module docstring)
 
 
 class AugmentParams(StageParams):
@@ -42,7 +62,7 @@ class AugmentParams(StageParams):
 
     text_field: str = "text"
     label_field: str | None = None
-    operation: Literal["mixup", "smote", "noise", "extrapolate", "analogy"] = "mixup"
+    operation: Literal["mixup", "smote", "noise", "extrapolate", "analogy", "gaps"] = "mixup"
     count: int = Field(default=100, ge=1, description="new records (per class for smote)")
     classes: list[str] | None = Field(default=None, description="smote: the classes to grow (default: all)")
     alpha: tuple[float, float] | None = None
@@ -51,14 +71,25 @@ class AugmentParams(StageParams):
     target: str | None = Field(default=None, description="analogy: the label to move towards")
     strength: float = 1.0
     decode: Literal["llm", "nearest"] = "llm"
-    tau: float = Field(default=0.8, ge=-1, le=1)
+    tau: float = Field(default=0.8, ge=-1, le=1, description="min cosine to the target (gaps: 0.6 unless set)")
     copy_threshold: float = Field(default=0.97, gt=0, le=1)
     max_attempts: int = Field(default=3, ge=1)
     intrusion_k: int = Field(default=5, ge=1)
+    margin: float = Field(default=0.0, ge=-1, le=1, description="gaps: how much nearer the target than any kept record")
+    cell_ratio: float = Field(default=0.5, gt=0, le=1, description="gaps: a k-means cell below this x mean size is sparse")
     templates: str = "embedding"
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.9, max_tokens=200))
     model: str = DEFAULT_MODEL
     keep_input: bool = True
+
+    @model_validator(mode="after")
+    def _check_gaps(self) -> AugmentParams:
+        if self.operation == "gaps" and self.decode == "nearest":
+            raise ValueError("operation: gaps needs decode: llm (decode: nearest would return an existing record, "
+                             "which fills no gap)")
+        if "tau" not in self.model_fields_set:
+            self.tau = TAU.get(self.operation, self.tau)
+        return self
 
 
 @dataclass
@@ -70,6 +101,7 @@ class Plan:
     alpha: float | None = None
     variables: dict[str, Any] = field(default_factory=dict)
     labels: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 class EmbeddingAugment(WholeSetStage):
@@ -117,11 +149,15 @@ class EmbeddingAugment(WholeSetStage):
             "before": diversity_metrics(vectors, self.ctx.seed),
             "after": diversity_metrics(np.vstack([vectors, added]), self.ctx.seed),
         }
+        if p.operation == "gaps":
+            self.ctx.stats.metrics[self.ctx.label].update(self._gap_metrics(vectors, added, made))
         yield from made
 
     def _plan(self, vectors: np.ndarray, labels: np.ndarray | None, texts: list[str], rng: np.random.Generator) -> list[Plan]:
         p, n = self.params, len(vectors)
         low, high = p.alpha or ALPHA.get(p.operation, (0.0, 1.0))
+        if p.operation == "gaps":
+            return self._gap_plans(vectors, labels, texts, rng)
         if p.operation == "noise":
             anchors = rng.integers(0, n, size=p.count)
             return [Plan(t, [int(a)], None, {"anchor": texts[a]}, self._hard(labels, a))
@@ -156,6 +192,26 @@ class EmbeddingAugment(WholeSetStage):
                       for t, a, b in zip(targets, first, second, strict=True)]
         return plans
 
+    def _gap_plans(self, vectors: np.ndarray, labels: np.ndarray | None, texts: list[str],
+                   rng: np.random.Generator) -> list[Plan]:
+        """Targets in the emptiest regions of the kept set, each between two anchors of one group."""
+        groups = labels if labels is not None else np.zeros(len(vectors), dtype=int)
+        targets, anchors, empty, kinds = gaps(vectors, groups, self.params.count, rng, self.params.cell_ratio)
+        thing = self.params.text_field.replace("_", " ")
+        return [Plan(t, [int(a), int(b)], None, {"anchor": texts[a], "partner": texts[b], "thing": thing},
+                     self._hard(labels, int(a)), {"gap": {"kind": kind, "anchors": [self.ids[a], self.ids[b]],
+                                                          "emptiness_before": round(float(e), 4)}})
+                for t, (a, b), e, kind in zip(targets, anchors, empty, kinds, strict=True)]
+
+    @staticmethod
+    def _gap_metrics(vectors: np.ndarray, added: np.ndarray, made: list[Record]) -> dict[str, Any]:
+        """Mean nearest-neighbour distance before and after the fills, and how many gaps of each kind were filled."""
+        after = np.vstack([vectors, added]) if len(added) else vectors
+        kinds = [record.meta["gap"]["kind"] for record in made]
+        return {"mean_nn_distance": {"before": round(float(nearest_neighbour_distances(vectors).mean()), 4),
+                                     "after": round(float(nearest_neighbour_distances(after).mean()), 4)},
+                "gaps_filled": len(made), "cells_filled": kinds.count("cell")}
+
     @staticmethod
     def _partner(anchor: int, n: int, labels: np.ndarray | None, same_class: bool, rng: np.random.Generator) -> int:
         """Another row: any, or one of the anchor's class (extrapolation keeps the label meaningful)."""
@@ -182,7 +238,8 @@ class EmbeddingAugment(WholeSetStage):
         if p.label_field:
             fields[p.label_field] = max(plan.labels, key=lambda label: plan.labels[label]) if plan.labels else None
             fields["soft_labels"] = plan.labels
-        meta = {"parents": [self.ids[a] for a in plan.anchors], "scores": {"target_cosine": round(cosine, 4)}, **extra}
+        meta = {"parents": [self.ids[a] for a in plan.anchors], "scores": {"target_cosine": round(cosine, 4)},
+                **plan.meta, **extra}
         return Record(make_record_id(self.ctx.key, index), fields, meta)
 
     def _nearest(self, plans: list[Plan], vectors: np.ndarray) -> list[Record]:
@@ -202,6 +259,7 @@ class EmbeddingAugment(WholeSetStage):
         sampling = p.sampling.to_body()
         made: dict[int, Record] = {}
         failures: dict[int, tuple[str, str]] = {}
+        median = float(np.median(nearest_neighbour_distances(vectors))) if p.operation == "gaps" else 0.0
         for attempt in range(p.max_attempts):
             todo = [i for i in range(len(plans)) if i not in made]
             if not todo:
@@ -227,8 +285,15 @@ class EmbeddingAugment(WholeSetStage):
                     failures[i] = ("near_copy", f"cosine {copy:.3f} to an anchor")
                 elif intruder is not None:
                     failures[i] = ("manifold_intrusion", f"nearest neighbours are mostly {intruder!r}")
+                elif "gap" in plan.meta and (miss := fills_gap(vector, plan.target, vectors, median, p.margin)):
+                    failures[i] = ("gap_not_filled", miss)
                 else:
-                    made[i] = self._record(plan, i, text, cosine, {"attempt": attempt, "request": request.key()})
+                    extra: dict[str, Any] = {"attempt": attempt, "request": request.key()}
+                    if "gap" in plan.meta:
+                        before = plan.meta["gap"]["emptiness_before"]
+                        extra["gap"] = {**plan.meta["gap"], "emptiness_after": round(min(before, 1.0 - cosine), 4),
+                                        "distance_to_kept": round(1.0 - float((vectors @ vector).max()), 4)}
+                    made[i] = self._record(plan, i, text, cosine, extra)
         for i, (reason, detail) in failures.items():
             if i not in made:
                 self.ctx.reject(self._record(plans[i], i, "", 0.0, {}), reason, detail)

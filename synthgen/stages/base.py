@@ -75,7 +75,7 @@ class StageContext:
         """A sentence encoder over the run's embedding cache (no cache outside a run directory)."""
         from synthgen.embedding.encoder import Encoder
 
-        return Encoder(model, batch_size, cache_dir=self.run_paths.run if self.run_paths else None)
+        return Encoder(model, batch_size, cache_dir=self.run_paths.run if self.run_paths else None, stats=self.stats)
 
 
 class Stage(ABC):
@@ -113,6 +113,10 @@ class Stage(ABC):
     def take_draws(self, draws: range) -> None:
         """Make only `draws` of its records (an engine's share for one worker); for stages with a `draw_count`."""
         raise TypeError(f"{self.ctx.label} makes no records from nothing")
+
+    def steering(self) -> Any | None:
+        """The `target:` the pipeline steers this stage to (synthgen.steering) before it runs, or None."""
+        return None
 
     def planned_requests(self, inputs: int) -> int | None:
         """Requests this stage makes for `inputs` records, assuming nothing is dropped (None: not known before)."""

@@ -1,7 +1,8 @@
 """The generate stage: sample taxonomy leaves, render prompts, keep the completions with provenance.
 
 An LLM stage (`synthgen.stages.llm`): its asks stream through the runtime's sliding window, finish in any order
-and come out in input order, so a resumed run writes the same dataset.
+and come out in input order, so a resumed run writes the same dataset. With `target:` the pipeline steers it
+(synthgen.steering) before it runs: `follow` then says which leaf each draw takes and which records to withhold.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any, Literal, cast
 
 from pydantic import Field, model_validator
 
+from synthgen.config import StrictModel
+from synthgen.embedding.encoder import DEFAULT_MODEL
 from synthgen.errors import InputError, TemplateError
 from synthgen.record import Record, make_record_id
 from synthgen.sampling import SamplingParams
@@ -20,6 +23,35 @@ from synthgen.stages.base import Prompt, StageContext, StageParams
 from synthgen.stages.llm import Answer, Ask, Failure, LLMStage, Reading
 from synthgen.taxonomy import Leaf, Taxonomy
 from synthgen.validation import OutputSchema
+
+
+class NoveltyParams(StrictModel):
+    """How much a candidate's distance to the kept records counts (see synthgen.steering)."""
+
+    weight: float = Field(default=1.0, ge=0, description="exponent on a leaf's mean novelty in its score; 0: no embeddings")
+    reject_within: float | None = Field(
+        default=None, gt=0, le=1, description="reject (`too_close`) a candidate whose cosine to a kept one is at least this")
+    model: str = Field(default=DEFAULT_MODEL, description="sentence-transformers model of the embeddings")
+
+
+class LeafQuota(StrictModel):
+    """`per_leaf: {at_least: k}`: every leaf needs k records as well."""
+
+    at_least: int = Field(ge=1)
+
+
+class TargetParams(StrictModel):
+    """`target:` generate until `records` survive the later stages up to `after` (see synthgen.steering);
+    the stage's `count` is then the most draws it may make (its request budget)."""
+
+    records: int = Field(ge=1)
+    after: str | None = Field(default=None, description="stage key or label the records must survive; default the last")
+    per_leaf: Literal["proportional"] | LeafQuota | None = None
+    round: int = Field(default=64, ge=1, description="draws per round: the weights change between rounds")
+    stall: int = Field(default=256, ge=1, description="stop after this many draws without a new surviving record")
+    adaptive: bool = True
+    floor: float = Field(default=0.02, ge=0, lt=1, description="the least share of a round any leaf gets")
+    novelty: NoveltyParams = Field(default_factory=NoveltyParams)
 
 
 class GenerateParams(StageParams):
@@ -44,6 +76,7 @@ class GenerateParams(StageParams):
     on_failure: Literal["reject", "keep_input"] = Field(
         default="reject", description="keep_input: a failed request passes its input on with `output` null, "
                                       "the reason in meta.failure")
+    target: TargetParams | None = None
 
     @model_validator(mode="after")
     def _one_of_each(self) -> GenerateParams:
@@ -51,6 +84,8 @@ class GenerateParams(StageParams):
             raise ValueError("set `template` or `taxonomy` (or both: the template is the leaves' default)")
         if self.json_schema is not None and self.schema_model:
             raise ValueError("set `schema` or `schema_model`, not both")
+        if self.target is not None and self.count is None:
+            raise ValueError("`target` needs `count`: the most draws the stage may make to reach it")
         return self
 
 
@@ -79,6 +114,10 @@ class Generate(LLMStage):
     def __init__(self, params: GenerateParams, ctx: StageContext) -> None:  # type: ignore[override]
         super().__init__(params, ctx)
         self.draws = range(params.count or 0)  # with `count`: the draws to make (an engine may give a worker a slice)
+        self.planned_leaves: dict[int, str] = {}  # draw -> leaf, when steering chose it (see `follow`)
+        self.withheld: dict[str, str] = {}  # record id -> reject reason, when steering withheld it
+        if params.target is not None:
+            self.row_wise = False  # type: ignore[misc]  # steering decides every draw, in one process
         if params.taxonomy:
             self.taxonomy = self.load_taxonomy(params.taxonomy, params.taxonomy_branch)
         else:
@@ -101,6 +140,13 @@ class Generate(LLMStage):
     def take_draws(self, draws: range) -> None:
         self.draws = draws
 
+    def steering(self) -> TargetParams | None:
+        return self.params.target
+
+    def follow(self, draws: int, leaves: dict[int, str], withheld: dict[str, str]) -> None:
+        """Make draws 0..`draws`, draw i from leaf `leaves[i]`, and reject the records in `withheld` (id -> reason)."""
+        self.draws, self.planned_leaves, self.withheld = range(draws), leaves, withheld
+
     def planned_requests(self, inputs: int) -> int:
         return (self.params.count or inputs or 0) * self.params.n
 
@@ -116,14 +162,14 @@ class Generate(LLMStage):
     def jobs(self, records: Iterable[Record]) -> Iterator[Job]:
         """Every request this stage will make for `records`, rendered; needs no backend."""
         if self.params.count is not None:
-            inputs: Iterable[tuple[Record | None, str]] = (
-                (None, make_record_id("draw", self.ctx.key, i)) for i in self.draws
+            inputs: Iterable[tuple[Record | None, str, str | None]] = (
+                (None, make_record_id("draw", self.ctx.key, i), self.planned_leaves.get(i)) for i in self.draws
             )
         else:
-            inputs = ((record, record.id) for record in records)
-        for parent, origin in inputs:
+            inputs = ((record, record.id, None) for record in records)
+        for parent, origin, planned in inputs:
             rng = self.seeded(origin)
-            leaf, placeholders = self._sample(rng, parent)
+            leaf, placeholders = self.taxonomy.sample(rng, planned) if planned else self._sample(rng, parent)
             template = self.templates[leaf.path]
             variables = {**placeholders, "leaf": leaf.path, "record": parent.fields if parent else {}}
             try:
@@ -143,6 +189,14 @@ class Generate(LLMStage):
             where = f"{parent.meta.get('source')}:{parent.meta.get('line')}" if "source" in parent.meta else f"record {parent.id}"
             raise InputError(where, None, f"field {self.params.leaf_field}={wanted!r} names no leaf of {self.taxonomy.source}; "
                                           f"leaves: {[leaf.path for leaf in self.taxonomy.leaves]}") from None
+
+    def run(self, records: Iterable[Record]) -> Iterator[Record]:
+        for record in super().run(records):
+            reason = self.withheld.get(record.id)
+            if reason is None:
+                yield record
+            else:
+                self.ctx.reject(record, reason, "withheld by the target's steering")
 
     def asks(self, records: Iterable[Record]) -> Iterator[tuple[Job, Ask]]:
         for job in self.jobs(records):

@@ -18,7 +18,8 @@ from synthgen.recipe import load_recipe
 from synthgen.report import build_report
 from tests.conftest import read_jsonl, synthgen, write
 
-SECTIONS = ("funnel", "rejects", "lengths", "coverage", "embedding-map", "duplicates", "judge", "timeline")
+SECTIONS = ("funnel", "rejects", "lengths", "coverage", "embedding-map", "duplicates", "judge", "timeline", "steering",
+            "examples")
 PNG = re.compile(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{200,}" alt="[^"]+">')
 
 

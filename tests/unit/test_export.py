@@ -84,6 +84,8 @@ def test_an_export_no_record_fits_fails_naming_the_missing_fields(tmp_path: Path
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tmp").exists()
     fitted = ExportConfig(layout="alpaca", format=fmt, fields={"instruction": "question", "output": "answer"})  # type: ignore[arg-type]
     assert export_records(records, fitted, tmp_path / "out").rows == {"train": 1}
+    empty = export_records([], ExportConfig(format=fmt), tmp_path / "empty", lambda _: "no records", allow_empty=True)  # type: ignore[arg-type]
+    assert empty.rows == {} and sorted(p.name for p in empty.path.iterdir()) == [".synthgen-export", "README.md"]
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])

@@ -22,6 +22,7 @@ from tests.unit.test_dedup import context
 
 ray = pytest.importorskip("ray")
 ray_dedup = pytest.importorskip("synthgen.engine.ray_dedup")
+ray_engine = pytest.importorskip("synthgen.engine.ray_engine")
 ShuffleStrategy = pytest.importorskip("ray.data.context").ShuffleStrategy
 pc = pytest.importorskip("pyarrow.compute")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.context")  # its own defaults use deprecated names
@@ -104,6 +105,18 @@ def test_near_duplicates_equal_the_local_stage(keep: str, verify: str, tmp_path:
     same_as_local(result.dropped, local)
     assert not {match.key for _, match in result.dropped.values()} & set(result.dropped)  # matches were kept
     assert set(result.dropped) <= set(result.clusters)
+
+
+@pytest.mark.slow
+def test_near_duplicates_under_the_hash_shuffle_large_inputs_get(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dedup_on_ray hashes the groupbys of inputs of HASH_SHUFFLE_BLOCKS blocks or more: the same decisions."""
+    threshold = ray_engine.HASH_SHUFFLE_BLOCKS
+    assert ray_engine.shuffle_strategy(threshold) is ShuffleStrategy.HASH_SHUFFLE
+    assert ray_engine.shuffle_strategy(threshold - 1) is ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
+    monkeypatch.setattr(ray.data.DataContext.get_current(), "shuffle_strategy", ShuffleStrategy.HASH_SHUFFLE)
+    params = MinHashDedupParams.model_validate({"batch_size": 64})
+    result = ray_dedup.minhash_duplicates(dataset(corpus()), params, context(tmp_path, []), num_partitions=4)
+    same_as_local(result.dropped, local_rejects(MinHashDedupParams(), tmp_path))
 
 
 def test_pairs_in_different_blocks_are_found() -> None:

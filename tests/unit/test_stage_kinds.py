@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from synthgen.build import build_stages
-from synthgen.pipeline import _expected_requests
+from synthgen.progress import plan_stages
 from synthgen.recipe import load_recipe
 from synthgen.record import Record
 from synthgen.stages.base import Filter, MapStage, StageContext, StageParams, WholeSetStage
@@ -111,8 +111,9 @@ stages:
 """))
     stages = build_stages(recipe, RunStats())
     assert [stage.planned_requests(4) for stage in stages] == [10, 0, 12]
-    assert _expected_requests(stages, None, None, 0) == 10 + 30
-    assert _expected_requests(stages, None, None, 2) == 30  # resumed after the first two stages
+    plan = plan_stages(stages, None, None)
+    assert [(step.inputs, step.outputs, step.requests) for step in plan] == [(0, 10, 10), (10, 10, 0), (10, 30, 30)]
+    assert sum(step.requests or 0 for step in plan[2:]) == 30  # resumed after the first two stages
 
 
 CORE = ["pipeline.py", "build.py", "estimate.py", "card.py", "report.py", "report_data.py", "checkpoints.py",

@@ -1,0 +1,126 @@
+"""Steering's parts: the sim's repeating leaves, the leaf bandit, tracing probe records, `target:` on generate."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from synthgen.errors import ConfigError
+from synthgen.recipe import load_recipe
+from synthgen.record import Record
+from synthgen.sim import SimConfig, SimServer
+from synthgen.sim.content import repeated_answer
+from synthgen.stages.base import StageContext
+from synthgen.stages.generate import Generate, GenerateParams
+from synthgen.steering import LeafBandit, Tracer, probe_end, quotas
+from tests.conftest import write
+from tests.unit.test_sim_server import chat, content, running
+
+
+def test_a_repeating_leaf_answers_from_a_small_fixed_set() -> None:
+    rates = {"loop": 0.6}
+    picks = [repeated_answer(f"Task category: loop, topic {i}", rates, key=i, seed=0) for i in range(400)]
+    chosen = [pick for pick in picks if pick is not None]
+    assert 0.5 < len(chosen) / len(picks) < 0.7
+    assert len({key for key, _ in chosen}) == 4  # the same few answers whatever the rest of the prompt says
+    assert all(repeated_answer(f"Task category: fresh {i}", rates, key=i, seed=0) is None for i in range(100))
+    assert SimConfig().leaf_duplicate_rates == {}  # by default no prompt repeats: answers stay as they were
+    with pytest.raises(ValidationError):
+        SimConfig(leaf_duplicate_rates={"loop": 1.5})
+
+
+def test_the_sim_server_repeats_a_leaf_and_leaves_other_prompts_as_they_were() -> None:
+    def answers(sim: SimServer, leaf: str) -> list[str]:
+        return [content(chat(sim, messages=[{"role": "user", "content": f"Task category: {leaf}. Topic {i}."}], seed=i))
+                for i in range(30)]
+
+    with running() as plain, running(leaf_duplicate_rates={"loop": 0.6}) as repeating:
+        assert answers(plain, "fresh") == answers(repeating, "fresh")
+        looped = answers(repeating, "loop")
+        assert len(set(looped)) < 20 and answers(plain, "loop") != looped
+        assert max(looped.count(text) for text in set(looped)) >= 3
+
+
+def test_the_bandit_moves_draws_away_from_a_leaf_that_is_dropped() -> None:
+    prior = {"good": 0.5, "bad": 0.5}
+    bandit = LeafBandit(prior, adaptive=True, floor=0.05, novelty_weight=1.0)
+    assert bandit.weights(random.Random(0), list(prior)) == pytest.approx(prior)  # no observations: the prior
+    for _ in range(40):
+        bandit.update("good", True, 0.6)
+        bandit.update("bad", False, None)
+    weights = bandit.weights(random.Random(0), list(prior))
+    assert weights["bad"] < 0.15 < 0.85 < weights["good"]
+    assert weights["bad"] >= 0.05 and sum(weights.values()) == pytest.approx(1)
+    assert weights == bandit.weights(random.Random(0), list(prior))  # seeded: the same every run
+    static = LeafBandit(prior, adaptive=False, floor=0.05, novelty_weight=1.0)
+    static.update("bad", False, None)
+    assert static.weights(random.Random(0), list(prior)) == pytest.approx(prior)
+
+
+def test_novelty_lowers_a_leaf_that_keeps_adding_near_copies() -> None:
+    prior = {"new": 0.5, "samey": 0.5}
+    bandit = LeafBandit(prior, adaptive=True, floor=0.0, novelty_weight=1.0)
+    for _ in range(50):
+        bandit.update("new", True, 0.8)
+        bandit.update("samey", True, 0.1)
+    weights = bandit.weights(random.Random(1), list(prior))
+    assert weights["samey"] < 0.25 < weights["new"]
+
+
+def test_the_tracer_follows_records_back_to_their_candidate() -> None:
+    candidate = Record("c1", {"instruction": "x"}, {})
+    tracer = Tracer([candidate, Record("c2", {}, {})])
+    answered = Record("a1", {"response": "y"}, {"parents": ["c1"]})
+    assert [tracer.root(r) for r in tracer.traced([answered])] == ["c1"]
+    tracer.sink("05-length_filter")(Record("a2", {}, {"parents": ["c2"]}), "too_short", None)
+    assert tracer.reasons == {"c2": "too_short"}
+
+
+RECIPE = """
+name: steer-unit
+seed: 3
+backend: {kind: sim}
+stages:
+  - generate:
+      template: ask.j2
+      taxonomy: tasks.yaml
+      count: 20
+      target: {records: 5, after: exact_dedup, per_leaf: {at_least: 1}}
+  - exact_dedup: {fields: [text]}
+  - minhash_dedup: {fields: [text]}
+"""
+
+
+def _recipe(tmp_path: Path, text: str = RECIPE) -> Path:
+    write(tmp_path / "prompts" / "ask.j2", "Write about {{ leaf }}.")
+    write(tmp_path / "tasks.yaml", "children: [{id: a, weight: 3}, {id: b}]\n")
+    return write(tmp_path / "recipes" / "r.yaml", text)
+
+
+def test_target_names_its_later_stage_and_quota(tmp_path: Path) -> None:
+    recipe = load_recipe(_recipe(tmp_path))
+    target = recipe.stage_specs[0].params.target  # type: ignore[attr-defined]
+    assert probe_end(recipe, 0, target.after) == 1 and probe_end(recipe, 0, "02-minhash_dedup") == 2
+    assert probe_end(recipe, 0, None) == 2
+    with pytest.raises(ConfigError, match="no later stage 'judge'"):
+        probe_end(recipe, 0, "judge")
+    assert quotas(target, {"a": 0.75, "b": 0.25}) == {"a": 1, "b": 1}
+    proportional = target.model_copy(update={"per_leaf": "proportional"})
+    assert quotas(proportional, {"a": 0.75, "b": 0.25}) == {"a": 3, "b": 1}
+    with pytest.raises(ValidationError, match="`target` needs `count`"):
+        GenerateParams(template="ask.j2", target={"records": 5})
+
+
+def test_a_followed_generate_draws_the_planned_leaves_and_withholds(tmp_path: Path) -> None:
+    _recipe(tmp_path)
+    ctx = StageContext(label="00-generate", index=0, seed=3, recipe_path=tmp_path / "r.yaml",
+                       prompts_dir=tmp_path / "prompts", resolve=lambda p: tmp_path / p, key="generate")
+    stage = Generate(GenerateParams(template="ask.j2", taxonomy="tasks.yaml", count=6), ctx)
+    unsteered = [job.leaf.path for job in stage.jobs(())]
+    stage.follow(4, {0: "b", 1: "b", 2: "a", 3: "b"}, {})
+    assert [job.leaf.path for job in stage.jobs(())] == ["b", "b", "a", "b"]
+    assert Generate(GenerateParams(template="ask.j2", taxonomy="tasks.yaml", count=6), ctx).row_wise
+    assert unsteered == [job.leaf.path for job in Generate(stage.params, ctx).jobs(())]  # no plan: as before
