@@ -8,11 +8,16 @@ MinHash dedup. Three variants spend the same number of requests:
   (c) adaptive + gap filling: (b) with a tenth of the budget moved to `embed_augment` `operation: gaps`
       (`decode: llm`, at most 2 attempts per gap) after the dedup stages.
 Columns: records kept, leaves covered (of 8), Vendi score of the kept instructions (MiniLM), requests sent
-(cache misses), requests per kept record, kept records per request against (a), records the gap stage added.
+(cache misses), requests per kept record, kept records per request against (a), records the gap stage added,
+kept records within cosine 0.9 of an earlier kept one (near copies that exact and MinHash dedup let through).
+`--repeat paraphrase` makes the repeating leaves reword their fixed texts (sim `leaf_repeat`) instead of
+repeating them byte for byte; `--reject-within 0.9` gives (b) and (c) `novelty.reject_within` and adds
+  (s) static + semantic dedup: (a) with `semantic_dedup` at that cosine after MinHash, the same check without steering.
 `--llamacpp` runs the same on the embedded SmolLM2-135M (no repeating leaves there: whatever the model repeats
 by itself), with a small budget.
 
-    python bench/steering.py [--budget 400] [--seed 1] [--llamacpp --budget 60]
+    python bench/steering.py [--budget 400] [--seed 1] [--repeat paraphrase --reject-within 0.9]
+    python bench/steering.py --llamacpp --budget 60
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import argparse
 import json
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 from synthgen.embedding.diversity import vendi_score
 from synthgen.embedding.encoder import Encoder
@@ -34,16 +41,20 @@ SCHEMA = {"type": "object", "properties": {"instruction": {"type": "string", "mi
           "required": ["instruction", "input"], "additionalProperties": False}
 
 
-def recipe(variant: str, budget: int, seed: int, backend: dict, max_tokens: int) -> dict:
-    """The recipe of one variant (a, b or c) at `budget` requests."""
+def recipe(variant: str, budget: int, seed: int, backend: dict, max_tokens: int, reject_within: float | None) -> dict:
+    """The recipe of one variant (a, b, c or s) at `budget` requests."""
     gaps = budget // 10 if variant == "c" else 0
     generate: dict = {"taxonomy": str(REPO / "taxonomies" / "quickstart.yaml"), "count": budget - 2 * gaps,
                       "leaf_field": "leaf", "schema": SCHEMA, "sampling": {"temperature": 1.0, "max_tokens": max_tokens}}
-    if variant != "a":
+    if variant in "bc":
         generate["target"] = {"records": budget, "round": max(8, budget // 16), "stall": budget,
                               "after": "minhash_dedup"}  # the gap stage adds records: it is no filter to probe
+        if reject_within is not None:
+            generate["target"]["novelty"] = {"weight": 1.0, "reject_within": reject_within}
     stages: list[dict] = [{"generate": generate}, {"exact_dedup": {"fields": ["instruction", "input"]}},
                           {"minhash_dedup": {"fields": ["instruction", "input"], "threshold": 0.8}}]
+    if variant == "s":
+        stages.append({"semantic_dedup": {"fields": ["instruction", "input"], "threshold": reject_within}})
     if gaps:
         stages.append({"embed_augment": {"operation": "gaps", "text_field": "instruction", "label_field": "leaf",
                                          "count": gaps, "decode": "llm", "max_attempts": 2,
@@ -63,8 +74,15 @@ def measure(data: dict, folder: Path, encoder: Encoder) -> list[object]:
     filled = sum(m.get("accepted", 0) for label, m in stats["metrics"].items() if label.endswith("embed_augment"))
     texts = [f"{row['fields'].get('instruction', '')}\n{row['fields'].get('input') or ''}" for row in rows]
     leaves = {row["fields"].get("leaf") for row in rows} - {None}
-    vendi = vendi_score(encoder.encode(texts)) if texts else 0.0
-    return [len(rows), len(leaves), round(vendi, 1), sent, round(sent / max(len(rows), 1), 2), filled]
+    vectors = encoder.encode(texts) if texts else np.zeros((0, 1))
+    vendi = vendi_score(vectors) if texts else 0.0
+    return [len(rows), len(leaves), round(vendi, 1), sent, round(sent / max(len(rows), 1), 2), filled, near_copies(vectors)]
+
+
+def near_copies(vectors: np.ndarray, within: float = 0.9) -> int:
+    """How many rows have a cosine of at least `within` to an earlier row."""
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return int((np.tril(unit @ unit.T, k=-1) >= within).any(axis=1).sum())
 
 
 def main() -> None:
@@ -73,23 +91,30 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--llamacpp", action="store_true", help="the embedded SmolLM2-135M instead of the sim")
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--repeat", choices=["exact", "paraphrase"], default="exact",
+                        help="how a repeating leaf repeats itself on the sim (sim `leaf_repeat`)")
+    parser.add_argument("--reject-within", type=float, default=None,
+                        help="novelty.reject_within for (b) and (c); default none")
     args = parser.parse_args()
     rates = {leaf: 0.6 for leaf in REPEATING} | {leaf: 0.05 for leaf in FRESH}
     backend = ({"kind": "llamacpp"} if args.llamacpp
-               else {"kind": "sim", "sim": {"latency": 0.0, "leaf_duplicate_rates": rates}})
+               else {"kind": "sim", "sim": {"latency": 0.0, "leaf_duplicate_rates": rates, "leaf_repeat": args.repeat}})
     encoder = Encoder()
     table = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for variant in "abc":
-            table[variant] = measure(recipe(variant, args.budget, args.seed, backend, args.max_tokens), Path(tmp), encoder)
-    print(f"{'llamacpp SmolLM2-135M' if args.llamacpp else 'sim'}, budget {args.budget} requests, seed {args.seed}")
+        for variant in "abc" + ("s" if args.reject_within is not None else ""):
+            data = recipe(variant, args.budget, args.seed, backend, args.max_tokens, args.reject_within)
+            table[variant] = measure(data, Path(tmp), encoder)
+    print(f"{'llamacpp SmolLM2-135M' if args.llamacpp else 'sim, ' + args.repeat + ' repeats'}, budget {args.budget}"
+          f" requests, seed {args.seed}, reject_within {args.reject_within}")
     print(f"{'variant':<28}{'kept':>6}{'leaves':>8}{'vendi':>8}{'requests':>10}{'req/kept':>10}{'kept/req vs a':>15}"
-          f"{'gap fills':>11}")
-    names = {"a": "(a) static + dedup", "b": "(b) adaptive", "c": "(c) adaptive + gaps"}
+          f"{'gap fills':>11}{'near copies':>13}")
+    names = {"a": "(a) static + dedup", "b": "(b) adaptive", "c": "(c) adaptive + gaps",
+             "s": "(s) static + semantic dedup"}
     base = table["a"][0] / max(table["a"][3], 1)  # type: ignore[operator]
     for variant, row in table.items():
         ratio = row[0] / max(row[3], 1) / base if base else 0.0  # type: ignore[operator]
-        print(f"{names[variant]:<28}{row[0]:>6}{row[1]:>8}{row[2]:>8}{row[3]:>10}{row[4]:>10}{ratio:>15.2f}{row[5]:>11}")
+        print(f"{names[variant]:<28}{row[0]:>6}{row[1]:>8}{row[2]:>8}{row[3]:>10}{row[4]:>10}{ratio:>15.2f}{row[5]:>11}{row[6]:>13}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field, field_validator
 
 FAULT_KINDS = (
@@ -26,6 +28,9 @@ class SimConfig(BaseModel, extra="forbid"):
     # prompt substring (e.g. a taxonomy leaf path) -> share of its answers drawn from a small fixed set per
     # substring: that leaf "repeats itself" (exact duplicates of its earlier answers); none by default
     leaf_duplicate_rates: dict[str, float] = {}
+    # how such a repeat reads: `exact` (one of the fixed texts, byte for byte) or `paraphrase` (that text with a
+    # fifth of its words swapped or replaced and one dropped: MinHash misses it, embeddings do not)
+    leaf_repeat: Literal["exact", "paraphrase"] = "exact"
     api_key: str | None = None  # when set, requests need `Authorization: Bearer <api_key>`
     models: list[str] | None = None  # when set, other model names get 404
     max_context_tokens: int | None = Field(default=None, ge=1)  # prompt words + max_tokens above it get 400

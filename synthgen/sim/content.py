@@ -4,7 +4,8 @@ An answer is a pure function of its inputs (a key hashed from model + messages +
 seed), so reruns, caches and tests agree. A share of prompts, fixed per prompt, answers the same text to
 every seed (exact duplicates) or nearly the same (two words changed), so dedup stages have real work.
 `repeated_answer` makes the prompts holding a configured substring (a taxonomy leaf) answer from a small fixed
-set with a given probability: a leaf that repeats itself.
+set with a given probability: a leaf that repeats itself, byte for byte, or (`leaf_repeat: paraphrase`) reworded
+by `paraphrase`, as real models repeat themselves: exact dedup and MinHash miss those, embeddings catch them.
 
 A request whose schema asks for a judge's verdict (a `justification` string plus integer scores, or plus a
 `winner` "A"/"B") about text the prompt wraps in <response>...</response> (<response_a>, <response_b> for two)
@@ -159,6 +160,38 @@ def repeated_answer(prompt: str, rates: dict[str, float], key: int, seed: int) -
                 return None
             return stable_int("repeat", pattern, stable_int(key, seed) % REPEATED_ANSWERS), tuple(pattern.split("/"))
     return None
+
+
+def paraphrase(text: str, rng: random.Random) -> str:
+    """`text` reworded a little, as a model repeating an idea in other words: a fifth of its words (at least one)
+    moved, each edit swapping a word with the next or, one time in five, putting another of its words no longer
+    than it in its place, and one word dropped from a text of 12 words or more. Word or character 5-gram MinHash
+    sees another text; a sentence embedding nearly the same one. Never longer than `text`."""
+    words = text.split(" ")
+    for _ in range(max(1, round(len(words) / 5)) if len(words) > 1 else 0):
+        i = rng.randrange(len(words) - 1)
+        if rng.random() < 0.8:
+            words[i], words[i + 1] = words[i + 1], words[i]
+        else:
+            words[i] = rng.choice([word for word in words if len(word) <= len(words[i])])
+    if len(words) >= 12:
+        del words[rng.randrange(len(words))]
+    return " ".join(words)
+
+
+def reworded(text: str, structured: bool, rng: random.Random) -> str:
+    """`paraphrase` of a plain answer, or of every string in a JSON answer (`structured`)."""
+    if not structured:
+        return paraphrase(text, rng)
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return paraphrase(value, rng)
+        if isinstance(value, list):
+            return [walk(item) for item in value]
+        return {key: walk(item) for key, item in value.items()} if isinstance(value, dict) else value
+
+    return orjson.dumps(walk(orjson.loads(text))).decode()
 
 
 _PREAMBLES = ("i'm sorry", "as an ai", "sure! here is", "sure, here is", "i'm ready to assist", "i cannot")

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from synthgen.hashing import stable_int
 from synthgen.sim.config import DEFAULT_MODEL, FAULT_KINDS, SimConfig
-from synthgen.sim.content import between, generate, judgement, quoting, repeated_answer
+from synthgen.sim.content import between, generate, judgement, quoting, repeated_answer, reworded
 from synthgen.sim.http import error_body, error_response, json_response
 
 _TOKEN = re.compile(r"[A-Za-z][A-Za-z'-]{3,}")
@@ -226,6 +226,8 @@ class SimHandlers:
             repeat = None if verdict else repeated_answer(prompt, self.config.leaf_duplicate_rates, key, seed + i)
             if repeat is not None:
                 text = generate(repeat[0], 0, repeat[1], schema, max_tokens)
+                if self.config.leaf_repeat == "paraphrase":
+                    text = reworded(text, schema is not None, random.Random(stable_int(key, seed + i, "reword")))
             else:
                 text = verdict or generate(key, seed + i, words, schema, max_tokens, self.config.duplicate_rate,
                                            prompt_tokens)

@@ -5,19 +5,27 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import numpy as np
+import orjson
 import pytest
 from pydantic import ValidationError
 
+from synthgen.dedup.minhash import MinHasher, Shingling
+from synthgen.embedding.encoder import Encoder
 from synthgen.errors import ConfigError
+from synthgen.hashing import stable_int
 from synthgen.recipe import load_recipe
 from synthgen.record import Record
 from synthgen.sim import SimConfig, SimServer
-from synthgen.sim.content import repeated_answer
+from synthgen.sim.content import generate, repeated_answer, reworded
 from synthgen.stages.base import StageContext
 from synthgen.stages.generate import Generate, GenerateParams
 from synthgen.steering import LeafBandit, Tracer, probe_end, quotas
 from tests.conftest import write
 from tests.unit.test_sim_server import chat, content, running
+
+SCHEMA = {"type": "object", "properties": {"instruction": {"type": "string"}, "input": {"type": "string"}},
+          "required": ["instruction", "input"]}
 
 
 def test_a_repeating_leaf_answers_from_a_small_fixed_set() -> None:
@@ -124,3 +132,36 @@ def test_a_followed_generate_draws_the_planned_leaves_and_withholds(tmp_path: Pa
     assert [job.leaf.path for job in stage.jobs(())] == ["b", "b", "a", "b"]
     assert Generate(GenerateParams(template="ask.j2", taxonomy="tasks.yaml", count=6), ctx).row_wise
     assert unsteered == [job.leaf.path for job in Generate(stage.params, ctx).jobs(())]  # no plan: as before
+
+
+@pytest.mark.slow  # loads MiniLM
+def test_a_paraphrased_repeat_slips_past_minhash_but_not_embeddings() -> None:
+    base = generate(stable_int("repeat", "loop", 0), 0, ("loop",), None, 0)
+    reworded_texts = [reworded(base, False, random.Random(i)) for i in range(40)]
+    assert SimConfig().leaf_repeat == "exact" and len(set(reworded_texts)) == 40
+    for unit in ("word", "char"):  # minhash_dedup's `document` and `short` presets
+        sketches = MinHasher(Shingling(unit, 5)).sketch([base, *reworded_texts])
+        jaccard = [len(np.intersect1d(sketches.shingle_set(0), sketches.shingle_set(i))) /
+                   len(np.union1d(sketches.shingle_set(0), sketches.shingle_set(i))) for i in range(1, 41)]
+        assert sum(j >= 0.8 for j in jaccard) <= 4  # MinHash at 0.8 misses most of them
+    vectors = Encoder().encode([base, *reworded_texts])
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    assert sum(vectors[1:] @ vectors[0] >= 0.9) >= 36  # the embedding still sees the same text
+    structured = generate(stable_int("repeat", "loop", 1), 0, ("loop",), SCHEMA, 0)
+    assert orjson.loads(reworded(structured, True, random.Random(0))).keys() == orjson.loads(structured).keys()
+
+
+def test_the_sim_server_paraphrases_repeats_only_when_asked() -> None:
+    def answers(sim: SimServer) -> list[str]:
+        return [content(chat(sim, messages=[{"role": "user", "content": f"Task category: loop. Topic {i}."}], seed=i))
+                for i in range(30)]
+
+    with running(leaf_duplicate_rates={"loop": 0.6}) as exact, \
+            running(leaf_duplicate_rates={"loop": 0.6}, leaf_repeat="paraphrase") as paraphrasing:
+        exact_answers, paraphrased = answers(exact), answers(paraphrasing)
+    repeats = [i for i, text in enumerate(exact_answers) if exact_answers.count(text) > 1]
+    assert len(repeats) >= 10
+    assert len({paraphrased[i] for i in repeats}) > len({exact_answers[i] for i in repeats})  # reworded, not copied
+    assert all(paraphrased[i] != exact_answers[i] for i in repeats)
+    assert [a for i, a in enumerate(exact_answers) if i not in repeats] == \
+        [a for i, a in enumerate(paraphrased) if i not in repeats]  # answers that are no repeat stay as they were
