@@ -19,6 +19,7 @@ backend:
   model: sim-model
   max_concurrency: 64
   timeout: 0.4
+  hard_timeout: 1.5  # the soft deadline grows with the measured pace on a loaded machine: a 2 s hang must still time out
   max_attempts: 4
   retry_initial: 0.02
   retry_max: 0.2
