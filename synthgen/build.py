@@ -86,13 +86,18 @@ def build_stage(
         )
     if count is not None and limit is not None:
         params = params.model_copy(update={"count": min(count, limit)})
-    label = f"{index:02d}-{spec.name}"
+    label = stage_label(recipe, index)
     ctx = StageContext(
         label=label, key=stage_key(recipe, index), index=index, seed=recipe.seed, recipe_path=recipe.path,
         prompts_dir=recipe.resolve(recipe.prompts_dir), resolve=recipe.resolve, stats=stats,
         reject=reject_sink(label) if reject_sink else discard_rejects, runtime=runtime, run_paths=paths,
     )
     return cls(params, ctx)
+
+
+def stage_label(recipe: Recipe, index: int) -> str:
+    """What stage `index`'s files and counters are named by: `02-generate`."""
+    return f"{index:02d}-{recipe.stage_specs[index].name}"
 
 
 def stage_key(recipe: Recipe, index: int) -> str:

@@ -134,6 +134,7 @@ def taxonomy_show(file: Annotated[Path, typer.Argument(help="taxonomy YAML file,
 
 def _recipe_taxonomies(path: Path) -> list[tuple[str, Taxonomy]]:
     """(`<stage label>: <taxonomy file>[ branch]`, its taxonomy) for each stage with a `taxonomy` parameter."""
+    from synthgen.build import stage_label
     from synthgen.recipe import load_recipe
     from synthgen.taxonomy import Taxonomy
 
@@ -143,7 +144,7 @@ def _recipe_taxonomies(path: Path) -> list[tuple[str, Taxonomy]]:
         name, branch = getattr(spec.params, "taxonomy", None), getattr(spec.params, "taxonomy_branch", None)
         if isinstance(name, str):
             taxonomy = Taxonomy.load(recipe.resolve(name))
-            trees.append((f"{index:02d}-{spec.name}: {name}" + (f" (branch {branch})" if branch else ""),
+            trees.append((f"{stage_label(recipe, index)}: {name}" + (f" (branch {branch})" if branch else ""),
                           taxonomy.branch(branch) if branch else taxonomy))
     return trees
 

@@ -39,9 +39,13 @@ class Prices:
     input: float = 0.0
     output: float = 0.0
 
+    def of(self, input_tokens: int, output_tokens: int) -> float:
+        """The price of that many input and output tokens."""
+        return (input_tokens * self.input + output_tokens * self.output) / 1e6
+
     def cost(self, estimates: list[StageEstimate]) -> float:
         """The known part of the cost (unknown stages count as zero)."""
-        return sum(((e.input_tokens or 0) * self.input + (e.output_tokens or 0) * self.output) / 1e6 for e in estimates)
+        return sum(self.of(e.input_tokens or 0, e.output_tokens or 0) for e in estimates)
 
 
 class _Filler(dict):  # type: ignore[type-arg]

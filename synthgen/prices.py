@@ -37,7 +37,7 @@ class PriceTable:
             if price is None:
                 unpriced.append(model)
                 continue
-            total += (prompt * price.input + completion * price.output) / 1e6
+            total += price.of(prompt, completion)
         return (None if unpriced else total), unpriced
 
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from synthgen.build import build_stage, stage_key
+from synthgen.build import build_stage, stage_key, stage_label
 from synthgen.errors import ConfigError
 from synthgen.recipe import Recipe
 from synthgen.record import Record
@@ -152,7 +152,7 @@ def probe_end(recipe: Recipe, index: int, after: str | None) -> int:
     if after is None:
         return last
     for later in range(index + 1, last + 1):
-        if after in (stage_key(recipe, later), f"{later:02d}-{recipe.stage_specs[later].name}"):
+        if after in (stage_key(recipe, later), stage_label(recipe, later)):
             return later
     names = [stage_key(recipe, later) for later in range(index + 1, last + 1)]
     raise ConfigError(str(recipe.path), f"stages[{index}].{recipe.stage_specs[index].name}.target.after",

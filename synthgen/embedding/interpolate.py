@@ -59,14 +59,19 @@ def smote(vectors: np.ndarray, labels: np.ndarray, label: object, count: int, k:
     return targets, members[anchors], members[partners]
 
 
-def nearest(targets: np.ndarray, corpus: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Index and cosine of each target's nearest corpus vector; `exclude` (per target, -1 for none) is skipped."""
-    scores = targets @ corpus.T
-    if exclude is not None:
-        rows = np.flatnonzero(exclude >= 0)
-        scores[rows, exclude[rows]] = -np.inf
-    best = scores.argmax(axis=1)
-    return best, scores[np.arange(len(targets)), best]
+def nearest(targets: np.ndarray, corpus: np.ndarray, exclude: np.ndarray | None = None,
+            block: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Index and cosine of each target's nearest corpus vector; `exclude` (per target, -1 for none) is skipped.
+    Scored `block` targets at a time: no targets x corpus matrix."""
+    best, cosines = np.zeros(len(targets), dtype=np.int64), np.zeros(len(targets), dtype=np.result_type(targets, corpus))
+    for start in range(0, len(targets), block):
+        scores = targets[start : start + block] @ corpus.T
+        if exclude is not None:
+            rows = np.flatnonzero(exclude[start : start + block] >= 0)
+            scores[rows, exclude[start + rows]] = -np.inf
+        best[start : start + block] = scores.argmax(axis=1)
+        cosines[start : start + block] = scores[np.arange(len(scores)), best[start : start + block]]
+    return best, cosines
 
 
 def intrusion(vector: np.ndarray, corpus: np.ndarray, labels: np.ndarray, parents: set[object], k: int = 5) -> object | None:
@@ -78,21 +83,14 @@ def intrusion(vector: np.ndarray, corpus: np.ndarray, labels: np.ndarray, parent
     return None if dominant in parents else dominant.item() if hasattr(dominant, "item") else dominant
 
 
-def emptiness(targets: np.ndarray, corpus: np.ndarray, block: int = 256) -> np.ndarray:
+def emptiness(targets: np.ndarray, corpus: np.ndarray) -> np.ndarray:
     """Cosine distance from each target to its nearest corpus vector: 0 on a record, large inside a hole."""
-    return np.concatenate([1.0 - (targets[i : i + block] @ corpus.T).max(axis=1)
-                           for i in range(0, len(targets), block)]) if len(targets) else np.zeros(0)
+    return 1.0 - nearest(targets, corpus)[1]
 
 
 def nearest_neighbour_distances(vectors: np.ndarray) -> np.ndarray:
-    """Each row's cosine distance to its nearest other row (blocked: no n x n matrix)."""
-    out = np.empty(len(vectors))
-    for i in range(0, len(vectors), 256):
-        scores = vectors[i : i + 256] @ vectors.T
-        rows = np.arange(scores.shape[0])
-        scores[rows, rows + i] = -np.inf
-        out[i : i + 256] = 1.0 - scores.max(axis=1)
-    return out
+    """Each row's cosine distance to its nearest other row."""
+    return (1.0 - nearest(vectors, vectors, np.arange(len(vectors)))[1]).astype(np.float64)
 
 
 def _far_pairs(members: np.ndarray, vectors: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:

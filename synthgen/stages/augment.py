@@ -137,10 +137,11 @@ class EmbeddingAugment(WholeSetStage):
         vectors = encoder.encode(self.texts)
         labels = np.array(self.labels) if p.label_field else None
         plans = self._plan(vectors, labels, self.texts, np.random.default_rng(stable_int(self.ctx.seed, self.ctx.key)))
+        spacing = nearest_neighbour_distances(vectors) if p.operation == "gaps" else np.zeros(0)
         if p.decode == "nearest":
             made = self._nearest(plans, vectors)
         else:
-            made = self._realise(plans, vectors, labels, encoder)
+            made = self._realise(plans, vectors, labels, encoder, float(np.median(spacing)) if len(spacing) else 0.0)
         cosines = [record.meta["scores"]["target_cosine"] for record in made]
         added = encoder.encode([str(record.fields[p.text_field]) for record in made])
         self.ctx.stats.metrics[self.ctx.label] = {
@@ -150,7 +151,7 @@ class EmbeddingAugment(WholeSetStage):
             "after": diversity_metrics(np.vstack([vectors, added]), self.ctx.seed),
         }
         if p.operation == "gaps":
-            self.ctx.stats.metrics[self.ctx.label].update(self._gap_metrics(vectors, added, made))
+            self.ctx.stats.metrics[self.ctx.label].update(self._gap_metrics(vectors, spacing, added, made))
         yield from made
 
     def _plan(self, vectors: np.ndarray, labels: np.ndarray | None, texts: list[str], rng: np.random.Generator) -> list[Plan]:
@@ -204,11 +205,12 @@ class EmbeddingAugment(WholeSetStage):
                 for t, (a, b), e, kind in zip(targets, anchors, empty, kinds, strict=True)]
 
     @staticmethod
-    def _gap_metrics(vectors: np.ndarray, added: np.ndarray, made: list[Record]) -> dict[str, Any]:
-        """Mean nearest-neighbour distance before and after the fills, and how many gaps of each kind were filled."""
+    def _gap_metrics(vectors: np.ndarray, spacing: np.ndarray, added: np.ndarray, made: list[Record]) -> dict[str, Any]:
+        """Mean nearest-neighbour distance before (`spacing`: the inputs' own) and after the fills, and how many
+        gaps of each kind were filled."""
         after = np.vstack([vectors, added]) if len(added) else vectors
         kinds = [record.meta["gap"]["kind"] for record in made]
-        return {"mean_nn_distance": {"before": round(float(nearest_neighbour_distances(vectors).mean()), 4),
+        return {"mean_nn_distance": {"before": round(float(spacing.mean()), 4),
                                      "after": round(float(nearest_neighbour_distances(after).mean()), 4)},
                 "gaps_filled": len(made), "cells_filled": kinds.count("cell")}
 
@@ -250,8 +252,9 @@ class EmbeddingAugment(WholeSetStage):
                 for i, (plan, b, c) in enumerate(zip(plans, best, cosines, strict=True))]
 
     def _realise(self, plans: list[Plan], vectors: np.ndarray, labels: np.ndarray | None,
-                 encoder: Encoder) -> list[Record]:
-        """Ask the LLM for each target's text, verify it, ask again for the failures, reject what never lands."""
+                 encoder: Encoder, median: float) -> list[Record]:
+        """Ask the LLM for each target's text, verify it, ask again for the failures, reject what never lands
+        (`median`: the inputs' median nearest-neighbour distance, which a gap's text must fill)."""
         p, runtime = self.params, self.ctx.runtime
         if not isinstance(runtime, Runtime):
             raise TypeError(f"{self.ctx.label}: decode: llm needs a backend runtime; this run has none")
@@ -259,7 +262,6 @@ class EmbeddingAugment(WholeSetStage):
         sampling = p.sampling.to_body()
         made: dict[int, Record] = {}
         failures: dict[int, tuple[str, str]] = {}
-        median = float(np.median(nearest_neighbour_distances(vectors))) if p.operation == "gaps" else 0.0
         for attempt in range(p.max_attempts):
             todo = [i for i in range(len(plans)) if i not in made]
             if not todo:

@@ -89,6 +89,12 @@ class GenerateParams(StageParams):
         return self
 
 
+def template_variables(placeholders: dict[str, Any], leaf: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What a generate template is rendered with: the sampled placeholders, the leaf path and the input record's
+    fields (`synthgen view` renders a recorded step again from the same three)."""
+    return {**placeholders, "leaf": leaf, "record": record}
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One request to make: which input, which leaf, which rendered messages, which sample."""
@@ -171,7 +177,7 @@ class Generate(LLMStage):
             rng = self.seeded(origin)
             leaf, placeholders = self.taxonomy.sample(rng, planned) if planned else self._sample(rng, parent)
             template = self.templates[leaf.path]
-            variables = {**placeholders, "leaf": leaf.path, "record": parent.fields if parent else {}}
+            variables = template_variables(placeholders, leaf.path, parent.fields if parent else {})
             try:
                 messages = self.prompts.render(template, variables)
             except TemplateError as exc:

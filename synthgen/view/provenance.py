@@ -18,6 +18,7 @@ from synthgen.errors import SynthgenError
 from synthgen.hashing import content_hash
 from synthgen.prompts import PromptLibrary
 from synthgen.report_data import record_text
+from synthgen.stages.generate import template_variables
 from synthgen.view.store import Row, RunStore
 
 MAX_CHILDREN = 50  # per record in the lineage tree; the rest are counted
@@ -66,7 +67,7 @@ def steps(store: RunStore, record: Row) -> list[dict[str, Any]]:
         if "placeholders" not in step:
             item["note"] = "this step does not record its template variables; its prompt cannot be rendered again"
         else:
-            variables = {**step["placeholders"], "leaf": step.get("leaf"), "record": _input_fields(store, record, step)}
+            variables = template_variables(step["placeholders"], step.get("leaf"), _input_fields(store, record, step))
             try:
                 item["messages"] = library.render(str(step.get("template")), variables)
             except SynthgenError as exc:
