@@ -7,16 +7,20 @@ MinHash dedup. Three variants spend the same number of requests:
   (b) adaptive: `target:` (unreachable, so it stops at the budget) with the bandit over leaves and novelty;
   (c) adaptive + gap filling: (b) with a tenth of the budget moved to `embed_augment` `operation: gaps`
       (`decode: llm`, at most 2 attempts per gap) after the dedup stages.
-Columns: records kept, leaves covered (of 8), Vendi score of the kept instructions (MiniLM), requests sent
-(cache misses), requests per kept record, kept records per request against (a), records the gap stage added,
-kept records within cosine 0.9 of an earlier kept one (near copies that exact and MinHash dedup let through).
+Columns: records kept, kept records within cosine 0.9 of an earlier kept one (near copies that exact and
+MinHash dedup let through), leaves covered (of 8), Vendi score of the kept instructions (MiniLM), requests sent
+(cache misses), requests per kept record, distinct records (kept minus near copies) per request and Vendi
+score against (a)'s, records the gap stage added.
 `--repeat paraphrase` makes the repeating leaves reword their fixed texts (sim `leaf_repeat`) instead of
 repeating them byte for byte; `--reject-within 0.9` gives (b) and (c) `novelty.reject_within` and adds
   (s) static + semantic dedup: (a) with `semantic_dedup` at that cosine after MinHash, the same check without steering.
+On the sim one more variant shows what steering could at best reach:
+  (r) reference: (a), or (s) with `--reject-within`, on a sim where no leaf repeats more than 5%.
+`--seeds 1,2,3` runs every variant for each seed and ends with each variant's mean and least ratio to (a).
 `--llamacpp` runs the same on the embedded SmolLM2-135M (no repeating leaves there: whatever the model repeats
 by itself), with a small budget.
 
-    python bench/steering.py [--budget 400] [--seed 1] [--repeat paraphrase --reject-within 0.9]
+    python bench/steering.py [--budget 400] [--seeds 1] [--repeat paraphrase --reject-within 0.9]
     python bench/steering.py --llamacpp --budget 60
 """
 
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -53,7 +58,7 @@ def recipe(variant: str, budget: int, seed: int, backend: dict, max_tokens: int,
             generate["target"]["novelty"] = {"weight": 1.0, "reject_within": reject_within}
     stages: list[dict] = [{"generate": generate}, {"exact_dedup": {"fields": ["instruction", "input"]}},
                           {"minhash_dedup": {"fields": ["instruction", "input"], "threshold": 0.8}}]
-    if variant == "s":
+    if variant == "s" or variant == "r" and reject_within is not None:
         stages.append({"semantic_dedup": {"fields": ["instruction", "input"], "threshold": reject_within}})
     if gaps:
         stages.append({"embed_augment": {"operation": "gaps", "text_field": "instruction", "label_field": "leaf",
@@ -76,7 +81,7 @@ def measure(data: dict, folder: Path, encoder: Encoder) -> list[object]:
     leaves = {row["fields"].get("leaf") for row in rows} - {None}
     vectors = encoder.encode(texts) if texts else np.zeros((0, 1))
     vendi = vendi_score(vectors) if texts else 0.0
-    return [len(rows), len(leaves), round(vendi, 1), sent, round(sent / max(len(rows), 1), 2), filled, near_copies(vectors)]
+    return [len(rows), near_copies(vectors), len(leaves), round(vendi, 1), sent, round(sent / max(len(rows), 1), 2), filled]
 
 
 def near_copies(vectors: np.ndarray, within: float = 0.9) -> int:
@@ -85,10 +90,16 @@ def near_copies(vectors: np.ndarray, within: float = 0.9) -> int:
     return int((np.tril(unit @ unit.T, k=-1) >= within).any(axis=1).sum())
 
 
+def sim_backend(repeat: str, repeating: bool) -> dict:
+    """The sim with REPEATING leaves repeating 60% of the time (5% when not `repeating`) and FRESH leaves 5%."""
+    rates = {leaf: 0.6 if repeating else 0.05 for leaf in REPEATING} | {leaf: 0.05 for leaf in FRESH}
+    return {"kind": "sim", "sim": {"latency": 0.0, "leaf_duplicate_rates": rates, "leaf_repeat": repeat}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budget", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--seeds", default="1", help="comma-separated seeds; each runs every variant")
     parser.add_argument("--llamacpp", action="store_true", help="the embedded SmolLM2-135M instead of the sim")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--repeat", choices=["exact", "paraphrase"], default="exact",
@@ -96,25 +107,38 @@ def main() -> None:
     parser.add_argument("--reject-within", type=float, default=None,
                         help="novelty.reject_within for (b) and (c); default none")
     args = parser.parse_args()
-    rates = {leaf: 0.6 for leaf in REPEATING} | {leaf: 0.05 for leaf in FRESH}
-    backend = ({"kind": "llamacpp"} if args.llamacpp
-               else {"kind": "sim", "sim": {"latency": 0.0, "leaf_duplicate_rates": rates, "leaf_repeat": args.repeat}})
-    encoder = Encoder()
-    table = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for variant in "abc" + ("s" if args.reject_within is not None else ""):
-            data = recipe(variant, args.budget, args.seed, backend, args.max_tokens, args.reject_within)
-            table[variant] = measure(data, Path(tmp), encoder)
-    print(f"{'llamacpp SmolLM2-135M' if args.llamacpp else 'sim, ' + args.repeat + ' repeats'}, budget {args.budget}"
-          f" requests, seed {args.seed}, reject_within {args.reject_within}")
-    print(f"{'variant':<28}{'kept':>6}{'leaves':>8}{'vendi':>8}{'requests':>10}{'req/kept':>10}{'kept/req vs a':>15}"
-          f"{'gap fills':>11}{'near copies':>13}")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    variants = "abc" + ("s" if args.reject_within is not None else "") + ("" if args.llamacpp else "r")
     names = {"a": "(a) static + dedup", "b": "(b) adaptive", "c": "(c) adaptive + gaps",
-             "s": "(s) static + semantic dedup"}
-    base = table["a"][0] / max(table["a"][3], 1)  # type: ignore[operator]
-    for variant, row in table.items():
-        ratio = row[0] / max(row[3], 1) / base if base else 0.0  # type: ignore[operator]
-        print(f"{names[variant]:<28}{row[0]:>6}{row[1]:>8}{row[2]:>8}{row[3]:>10}{row[4]:>10}{ratio:>15.2f}{row[5]:>11}{row[6]:>13}")
+             "s": "(s) static + semantic dedup", "r": "(r) reference, no repeats"}
+    encoder = Encoder()
+    ratios: dict[str, list[tuple[float, float]]] = {variant: [] for variant in variants}
+    print(f"{'llamacpp SmolLM2-135M' if args.llamacpp else 'sim, ' + args.repeat + ' repeats'}, budget {args.budget}"
+          f" requests, reject_within {args.reject_within}")
+    for seed in seeds:
+        table = {}
+        with tempfile.TemporaryDirectory() as tmp:
+            for variant in variants:
+                backend = {"kind": "llamacpp"} if args.llamacpp else sim_backend(args.repeat, variant != "r")
+                data = recipe(variant, args.budget, seed, backend, args.max_tokens, args.reject_within)
+                table[variant] = measure(data, Path(tmp), encoder)
+        print(f"\nseed {seed}")
+        print(f"{'variant':<30}{'kept':>6}{'near copies':>13}{'leaves':>8}{'vendi':>8}{'requests':>10}{'req/kept':>10}"
+              f"{'distinct/req vs a':>19}{'vendi vs a':>12}{'gap fills':>11}")
+        distinct = {variant: (row[0] - row[1]) / max(row[4], 1) for variant, row in table.items()}
+        for variant, row in table.items():
+            ratio = (distinct[variant] / distinct["a"] if distinct["a"] else 0.0,
+                     row[3] / table["a"][3] if table["a"][3] else 0.0)
+            ratios[variant].append(ratio)
+            print(f"{names[variant]:<30}{row[0]:>6}{row[1]:>13}{row[2]:>8}{row[3]:>8}{row[4]:>10}{row[5]:>10}"
+                  f"{ratio[0]:>19.2f}{ratio[1]:>12.2f}{row[6]:>11}")
+    if len(seeds) > 1:
+        print(f"\nover seeds {args.seeds}: mean (least) ratio to (a)")
+        print(f"{'variant':<30}{'distinct/req vs a':>22}{'vendi vs a':>16}")
+        for variant in variants[1:]:
+            pairs = ratios[variant]
+            cells = [f"{statistics.mean(p[k] for p in pairs):.2f} ({min(p[k] for p in pairs):.2f})" for k in (0, 1)]
+            print(f"{names[variant]:<30}{cells[0]:>22}{cells[1]:>16}")
 
 
 if __name__ == "__main__":

@@ -5,29 +5,36 @@ current leaf weights (a generator seeded by the run's seed, the stage's key and 
 are the same on every run), makes those requests (draw numbers continue across rounds) and sends every candidate
 so far through a probe of the recipe's later stages up to `after`: fresh instances built as the pipeline builds
 them, sharing the run's runtime, so an LLM stage's requests go through the request cache, and with their rejects
-traced back to the candidate they came from. Whole-set stages (semantic dedup, selection) run again over every
-candidate each round: fine at the thousands of records a target is for, quadratic beyond. The loop stops when
-`records` survive (and every leaf has its quota), when `count` draws are spent (`budget`) or after `stall` draws
-without a new survivor; the reason is in stats.json (`metrics.<stage>.steering.stop`) and the run summary.
-The stage then makes the same draws again (replayed from the cache) and the pipeline goes on as usual; the
-candidates after the one that reached the target are rejected `target_reached`, so the dataset has `records`
-records (more only where `per_leaf` quotas need them). A killed run replays its rounds from the cache without
-sending anything and goes on toward the same target.
+traced back to the candidate they came from. The probe runs again over every candidate each round, so rounds
+grow once many draws are made: a round is `round` draws or a sixteenth of the draws so far, whichever is more,
+and a large target takes O(log n) rounds whose probes add up to about 17 passes over the final candidates
+(instead of n / `round`). Near the target a round is cut to the draws the target still needs at the survival
+rate so far, and a tenth more, so few draws are made past it. The loop stops when `records` survive (and every
+leaf has its quota), when `count` draws are spent (`budget`) or after `stall` draws without a new survivor; the
+reason is in stats.json (`metrics.<stage>.steering.stop`) and the run summary. The stage then makes the same
+draws again (replayed from the cache) and the pipeline goes on as usual; the candidates after the one that
+reached the target are rejected `target_reached`, so the dataset has `records` records (more only where
+`per_leaf` quotas need them). A killed run replays its rounds from the cache without sending anything and goes
+on toward the same target.
 
 The leaf weights are a bandit (`adaptive: true`, the default): Thompson sampling over the leaves, each leaf's
-acceptance rate drawn from Beta(1 + accepted + 10 g, 1 + dropped + 10 (1 - g)) (one draw per leaf and round; g
-the pooled acceptance rate of all leaves, so a leaf with few candidates looks like the average until it has
-its own evidence) and multiplied by its mean novelty (1 minus the largest cosine between a kept candidate's
-embedding and the records before it, shrunk the same way toward the pooled mean), relative to the pooled mean,
-to the power `novelty.weight`. A round's weights tilt the taxonomy's
-probabilities by those scores: w ~ prior x exp(score / TILT), the allocation that trades records per request
-against staying close to the taxonomy's proportions (it maximises the expected score minus TILT x the KL
-divergence from the prior). Equally good leaves keep the user's proportions; a leaf that keeps 40% of its
-records while others keep 95% gets about 1/250 of its share, i.e. the floor. Giving every draw to the leaf
-most likely to be best (plain Thompson sampling) would do as well on records per request but pile the draws
-onto whichever good leaf is luckiest, which a dataset meant to cover a taxonomy must not do. Every leaf keeps
-at least `floor` of a round, so none starves and a leaf that stops repeating itself is found again. The first
-round uses the taxonomy's weights alone, as `adaptive: false` does in every round.
+acceptance rate drawn from Beta(1 + accepted + 10 g, 1 + dropped + 10 (1 - g)) (dropped counts each re-ask for an
+invalid output too, so the rate is per request, what a kept record costs; g the pooled acceptance rate of all
+leaves, so a leaf with few candidates looks like the average until it has its own evidence) and multiplied
+by its mean novelty (1 minus the largest cosine between a kept candidate's embedding and the records before it,
+shrunk the same way toward the pooled mean), relative to the pooled mean, to the power `novelty.weight`. A
+round's weights tilt the taxonomy's probabilities by those scores: w ~ prior x exp(score / TILT), the allocation
+that trades records per request against staying close to the taxonomy's proportions (it maximises the expected
+score minus TILT x the KL divergence from the prior). Each draw of a round picks its leaf from weights of its
+own posterior draw (batched Thompson sampling: a lucky draw sways one pick, not the whole round); the round's
+mean weights go to stats.json. Equally good leaves keep about the user's proportions, nearer as evidence grows
+(a 0.7 share gets 0.60 at 50 candidates per leaf, 0.68 at 1,000: posterior noise evens the shares); a leaf that
+keeps 3 points fewer of its records than the best gets e (2.7) times less of its share, one that keeps 40% while
+others keep 95% the floor. Giving every draw to the leaf most likely to be best (plain Thompson sampling) would
+do as well on records per request but pile the draws onto whichever good leaf is luckiest, which a dataset meant
+to cover a taxonomy must not do. Every leaf keeps at least `floor` of a round, so none starves and a leaf that
+stops repeating itself is found again. The first round uses the taxonomy's weights alone, as `adaptive: false`
+does in every round.
 `novelty.reject_within` rejects (`too_close`) a candidate whose cosine to a kept record or an earlier candidate
 of its round is at least that, before it costs the later stages anything.
 `per_leaf: proportional` gives each leaf a quota of floor(records x its probability), `{at_least: k}` a quota of
@@ -61,9 +68,10 @@ from synthgen.stats import RunStats
 if TYPE_CHECKING:
     from synthgen.stages.generate import Generate, TargetParams
 
-TILT = 0.1  # a leaf scoring 0.1 lower (10 points of acceptance) gets e (2.7) times less of its prior share
+TILT = 0.03  # a leaf scoring 0.03 lower (3 points of acceptance) gets e (2.7) times less of its prior share
 POOLED = 10  # a leaf's figures start as all leaves' pooled ones, worth this many observations: a leaf is judged
 # on its own only once it has a few dozen candidates, so a handful of unlucky draws does not cut its share
+GROWTH = 16  # a round is at least 1/GROWTH of the draws made so far: O(log n) rounds for a large target
 
 
 class LeafBandit:
@@ -103,6 +111,13 @@ class LeafBandit:
         shares = {leaf: value / total for leaf, value in base.items()} if total > 0 else dict.fromkeys(leaves, 1 / len(leaves))
         least = min(self.floor, 1 / len(leaves))
         return {leaf: least + (1 - least * len(leaves)) * share for leaf, share in shares.items()}
+
+    def draw(self, rng: random.Random, leaves: list[str], size: int) -> tuple[list[str], dict[str, float]]:
+        """`size` leaves for the next round, each picked by weights from its own posterior draw (one lucky
+        draw does not decide a whole round), and the weights' mean over the round."""
+        samples = [self.weights(rng, leaves) for _ in range(size)]
+        picks = [rng.choices(leaves, weights=[sample[leaf] for leaf in leaves])[0] for sample in samples]
+        return picks, {leaf: sum(sample[leaf] for sample in samples) / size for leaf in leaves}
 
     def _score(self, rng: random.Random, leaf: str, pooled: float, typical: float) -> float:
         """A Thompson draw of the leaf's acceptance rate times its novelty relative to all leaves', both shrunk
@@ -144,6 +159,12 @@ class Tracer:
 def leaf_of(record: Record) -> str:
     """The taxonomy leaf a generated (or rejected) record was drawn from."""
     return str(record.meta.get("leaf") or record.meta["steps"][-1]["leaf"])
+
+
+def reasks(record: Record) -> int:
+    """How many times a generated (or rejected) record's draw was asked again after an invalid output."""
+    steps = record.meta.get("steps")
+    return int(steps[-1].get("attempt", 0) if steps else record.meta.get("attempt", 0))
 
 
 def probe_end(recipe: Recipe, index: int, after: str | None) -> int:
@@ -199,7 +220,7 @@ class Steering:
                     else "stall" if idle >= self.target.stall else None)
             if stop is not None:
                 break
-            size = min(self.target.round, budget - made)
+            size = self.round_size(made, budget)
             before = len(self.survivors)
             rounds.append(self.round(len(rounds), made, size))
             made += size
@@ -211,17 +232,28 @@ class Steering:
         return {"target": self.target.records, "stop": stop, "records": kept, "draws": made,
                 "requests": made * self.stage.params.n, "rounds": rounds}
 
-    def reached(self, survivors: list[Record]) -> bool:
+    def round_size(self, made: int, budget: int) -> int:
+        """`round` draws or 1/GROWTH of those made, whichever is more, but no more than the target still needs at
+        the survival rate so far (and a tenth more), nor than the budget left."""
+        size = max(self.target.round, made // GROWTH)
+        if self.survivors:
+            short = max(self.target.records - len(self.survivors), sum(self.shortfall(self.survivors).values()))
+            size = min(size, math.ceil(short * made / len(self.survivors) * 1.1))
+        return min(size, budget - made)
+
+    def shortfall(self, survivors: list[Record]) -> dict[str, int]:
+        """How many records each leaf still lacks of its `per_leaf` quota (leaves with none left out)."""
         counts = Counter(leaf_of(record) for record in survivors)
-        return len(survivors) >= self.target.records and all(counts[leaf] >= q for leaf, q in self.quota.items())
+        return {leaf: quota - counts[leaf] for leaf, quota in self.quota.items() if counts[leaf] < quota}
+
+    def reached(self, survivors: list[Record]) -> bool:
+        return len(survivors) >= self.target.records and not self.shortfall(survivors)
 
     def round(self, number: int, first: int, size: int) -> dict[str, Any]:
         """Draw, generate, measure novelty, probe; update the bandit; the round's entry in stats.json."""
-        counts = Counter(leaf_of(record) for record in self.survivors)
-        short = [leaf for leaf, q in self.quota.items() if counts[leaf] < q]
+        short = list(self.shortfall(self.survivors))
         rng = self.stage.seeded("steer", number)
-        weights = self.bandit.weights(rng, short or list(self.prior))
-        picks = rng.choices(list(weights), weights=list(weights.values()), k=size)
+        picks, weights = self.bandit.draw(rng, short or list(self.prior), size)
         self.leaves.update({first + k: leaf for k, leaf in enumerate(picks)})
         failed: list[Record] = []
         generator = build_stage(self.recipe, self.index, self.stats, limit=self.limit, runtime=self.runtime,
@@ -236,12 +268,18 @@ class Steering:
         self.survivors = [c for c in self.candidates if c.id in alive]
         accepted: Counter[str] = Counter()
         dropped: Counter[str] = Counter()
+        reasked: Counter[str] = Counter()
         for record in new + failed:
             leaf, kept = leaf_of(record), record.id in alive
             self.bandit.update(leaf, kept, novelty.get(record.id))
             (accepted if kept else dropped)[leaf] += 1
+            reasked[leaf] += reasks(record)
+        for leaf, count in reasked.items():  # a re-ask (invalid output) is a request that kept nothing
+            for _ in range(count):
+                self.bandit.update(leaf, False, None)
         return {"round": number, "draws": size, "weights": {leaf: round(w, 4) for leaf, w in weights.items()},
-                "accepted": dict(accepted), "dropped": dict(dropped), "survivors": len(self.survivors),
+                "accepted": dict(accepted), "dropped": dict(dropped), "reasked": dict(+reasked),
+                "survivors": len(self.survivors),
                 "novelty": {leaf: round(v, 4) for leaf in self.prior if (v := self.bandit.mean_novelty(leaf)) is not None}}
 
     def novelty(self, new: list[Record]) -> dict[str, float]:

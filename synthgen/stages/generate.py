@@ -47,7 +47,8 @@ class TargetParams(StrictModel):
     records: int = Field(ge=1)
     after: str | None = Field(default=None, description="stage key or label the records must survive; default the last")
     per_leaf: Literal["proportional"] | LeafQuota | None = None
-    round: int = Field(default=64, ge=1, description="draws per round: the weights change between rounds")
+    round: int = Field(default=64, ge=1, description="draws per round (or a sixteenth of the draws so far, if more): "
+                                                     "the weights change between rounds")
     stall: int = Field(default=256, ge=1, description="stop after this many draws without a new surviving record")
     adaptive: bool = True
     floor: float = Field(default=0.02, ge=0, lt=1, description="the least share of a round any leaf gets")
@@ -229,7 +230,8 @@ class Generate(LLMStage):
 
     def rejected(self, job: Job, failure: Failure) -> Record:
         fields = dict(job.parent.fields) if job.parent else {}
-        return Record(self._record_id(job), fields, {"parents": self._parents(job), "leaf": job.leaf.path})
+        return Record(self._record_id(job), fields,
+                      {"parents": self._parents(job), "leaf": job.leaf.path, "attempt": failure.request.attempt})
 
     def _record_id(self, job: Job) -> str:
         return make_record_id(job.origin, self.ctx.key, job.sample)

@@ -66,6 +66,8 @@ def test_a_target_is_met_exactly_and_steers_away_from_repeating_leaves(tmp_path:
     rejects = read_jsonl(result.run_dir.rejects_path)
     assert {row["reason"] for row in rejects} <= {"target_reached", "exact_duplicate", "near_duplicate"}
     assert steering["draws"] == sum(r["draws"] for r in rounds) == len(rows) + len(rejects) < 400
+    surplus = sum(row["reason"] == "target_reached" for row in rejects)
+    assert surplus <= 10 and rounds[-1]["draws"] < 25  # the last round asks about what the target still needs
     page = build_report(tmp_path / "run", encoder=FakeEncoder()).read_text()  # type: ignore[arg-type]
     assert 'alt="Leaf weights per round; 00-generate: target 150, stopped by target_reached' in page
 
@@ -108,6 +110,35 @@ def test_budget_and_stall_stop_with_their_reason_in_stats_and_summary(tmp_path: 
     run_recipe(load_recipe(path), tmp_path / "stalled")
     steering = _steering(tmp_path / "stalled")
     assert steering["stop"] == "stall" and steering["records"] == 4 and steering["draws"] < 200
+
+
+def test_rounds_grow_with_the_draws_made_so_a_large_budget_takes_few_rounds(tmp_path: Path) -> None:
+    backend = json.dumps({"kind": "sim", "sim": SIM})
+    path = _recipe(tmp_path, backend, "{records: 5000, round: 4, novelty: {weight: 0}}", count=1200)
+    run_recipe(load_recipe(path), tmp_path / "run")
+    steering = _steering(tmp_path / "run")
+    rounds, made = steering["rounds"], 0
+    assert steering["stop"] == "budget" and steering["draws"] == sum(r["draws"] for r in rounds) == 1200
+    for entry in rounds[:-1]:
+        assert entry["draws"] >= max(4, made // 16)  # never less than `round`, nor than a sixteenth of the draws so far
+        made += entry["draws"]
+    assert len(rounds) < 80  # 300 rounds of 4 otherwise, each probing every candidate
+
+
+def test_each_reask_counts_against_its_leaf(tmp_path: Path) -> None:
+    backend = json.dumps({"kind": "sim", "sim": {**SIM, "faults": {"empty_content": 0.3}}})
+    path = _recipe(tmp_path, backend, "{records: 60, round: 20, novelty: {weight: 0}}")
+    result = run_recipe(load_recipe(path), tmp_path / "run")
+    rounds = _steering(tmp_path / "run")["rounds"]
+    rows = read_jsonl(result.run_dir.dataset_path) + read_jsonl(result.run_dir.rejects_path)
+    attempts = Counter()
+    for row in rows:  # a draw that failed every attempt is rejected with its leaf and last attempt in meta
+        step = row["meta"]["steps"][0] if "steps" in row["meta"] else row["meta"]
+        attempts[step["leaf"]] += step.get("attempt", 0)
+    reasked = Counter()
+    for entry in rounds:
+        reasked.update(entry["reasked"])
+    assert sum(reasked.values()) > 10 and reasked == +attempts  # every re-ask of every draw, by leaf
 
 
 def test_a_cut_short_run_resumes_toward_the_same_target_without_resending(tmp_path: Path) -> None:

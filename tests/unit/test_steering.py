@@ -68,6 +68,23 @@ def test_the_bandit_moves_draws_away_from_a_leaf_that_is_dropped() -> None:
     assert static.weights(random.Random(0), list(prior)) == pytest.approx(prior)
 
 
+def test_each_draw_of_a_round_gets_its_own_posterior_sample() -> None:
+    prior = {"left": 0.5, "right": 0.5}
+    bandit = LeafBandit(prior, adaptive=True, floor=0.0, novelty_weight=0.0)
+    for _ in range(6):  # equally good and little evidence: any one posterior draw favours one leaf strongly
+        for leaf in prior:
+            bandit.update(leaf, True, None)
+            bandit.update(leaf, False, None)
+    lopsided = 0
+    for seed in range(20):
+        picks, weights = bandit.draw(random.Random(seed), list(prior), 200)
+        assert len(picks) == 200 and sum(weights.values()) == pytest.approx(1)
+        assert 0.3 < picks.count("left") / 200 < 0.7  # a round splits about evenly ...
+        lopsided += max(bandit.weights(random.Random(seed), list(prior)).values()) > 0.9
+    assert lopsided >= 5  # ... where one draw for the whole round would often give it nearly all to one leaf
+    assert bandit.draw(random.Random(3), list(prior), 50) == bandit.draw(random.Random(3), list(prior), 50)
+
+
 def test_novelty_lowers_a_leaf_that_keeps_adding_near_copies() -> None:
     prior = {"new": 0.5, "samey": 0.5}
     bandit = LeafBandit(prior, adaptive=True, floor=0.0, novelty_weight=1.0)
