@@ -176,4 +176,5 @@ def _print_steering(stats: RunStats) -> None:
         if isinstance(steering := (metrics or {}).get("steering"), dict):
             done = "reached" if steering["stop"] == "target_reached" else f"not reached: {steering['stop']}"
             console.print(f"{label}: target {steering['target']} {done} ({steering['records']} records from "
-                          f"{steering['draws']} draws in {len(steering['rounds'])} rounds)", highlight=False)
+                          f"{steering['draws']} draws in {len(steering['rounds'])} rounds; the stage's replay of them "
+                          "is among the cache hits above)", highlight=False)

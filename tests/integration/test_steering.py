@@ -104,7 +104,8 @@ def test_budget_and_stall_stop_with_their_reason_in_stats_and_summary(tmp_path: 
     steering = _steering(tmp_path / "run")
     assert steering["stop"] == "budget" and steering["draws"] == 30
     assert steering["records"] == len(read_jsonl(tmp_path / "run" / "dataset.jsonl")) < 500
-    assert "target 500 not reached: budget" in result.stdout + result.stderr
+    assert "target 500 not reached: budget (" in result.stdout + result.stderr
+    assert "30 draws in 3 rounds; the stage's replay of them is among the cache hits" in result.stdout + result.stderr
     one_leaf = {"kind": "sim", "sim": {**SIM, "leaf_duplicate_rates": {"": 1.0}}}  # every answer from 4 texts
     path = _recipe(tmp_path, json.dumps(one_leaf), "{records: 50, round: 10, stall: 20, novelty: {weight: 0}}")
     run_recipe(load_recipe(path), tmp_path / "stalled")
