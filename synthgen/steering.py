@@ -51,7 +51,7 @@ import math
 import random
 import shutil
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -83,8 +83,10 @@ class LeafBandit:
         self.dropped: Counter[str] = Counter()
         self.novelty: dict[str, list[float]] = {leaf: [] for leaf in prior}
 
-    def update(self, leaf: str, accepted: bool, novelty: float | None) -> None:
-        """Count one candidate of `leaf`; the novelty of an accepted one counts toward the leaf's mean."""
+    def update(self, leaf: str, accepted: bool, novelty: float | None, reasks: int = 0) -> None:
+        """Count one candidate of `leaf` and the `reasks` requests before it that kept nothing; the novelty of an
+        accepted one counts toward the leaf's mean."""
+        self.dropped[leaf] += reasks
         if accepted:
             self.accepted[leaf] += 1
             if novelty is not None:
@@ -96,36 +98,50 @@ class LeafBandit:
         values = self.novelty[leaf]
         return sum(values) / len(values) if values else None
 
-    def weights(self, rng: random.Random, leaves: list[str]) -> dict[str, float]:
-        """The share of the next round each of `leaves` gets (summing to 1)."""
-        base = {leaf: self.prior[leaf] for leaf in leaves}
+    def weigher(self, leaves: list[str]) -> Callable[[random.Random], dict[str, float]]:
+        """Draws of the share each of `leaves` gets (summing to 1); the figures they are drawn from are taken once,
+        so a round's draws cost a Beta draw per leaf each."""
         seen = sum((self.accepted + self.dropped).values())
-        if self.adaptive and seen:
-            pooled = sum(self.accepted.values()) / seen
-            novelties = [n for values in self.novelty.values() for n in values]
-            typical = sum(novelties) / len(novelties) if novelties else 1.0
-            scores = {leaf: self._score(rng, leaf, pooled, typical) for leaf in leaves}
+        if not (self.adaptive and seen):
+            fixed = self._shares({leaf: self.prior[leaf] for leaf in leaves})
+            return lambda rng: fixed
+        pooled = self.accepted.total() / seen
+        novelties = [n for values in self.novelty.values() for n in values]
+        typical = sum(novelties) / len(novelties) if novelties else 1.0
+        novelty = {leaf: self._novelty(leaf, typical) for leaf in leaves}
+
+        def sample(rng: random.Random) -> dict[str, float]:
+            scores = {leaf: self._rate(rng, leaf, pooled) * novelty[leaf] for leaf in leaves}
             best = max(scores.values())
-            base = {leaf: self.prior[leaf] * math.exp((scores[leaf] - best) / TILT) for leaf in leaves}
-        total = sum(base.values())
-        shares = {leaf: value / total for leaf, value in base.items()} if total > 0 else dict.fromkeys(leaves, 1 / len(leaves))
-        least = min(self.floor, 1 / len(leaves))
-        return {leaf: least + (1 - least * len(leaves)) * share for leaf, share in shares.items()}
+            return self._shares({leaf: self.prior[leaf] * math.exp((scores[leaf] - best) / TILT) for leaf in leaves})
+
+        return sample
 
     def draw(self, rng: random.Random, leaves: list[str], size: int) -> tuple[list[str], dict[str, float]]:
         """`size` leaves for the next round, each picked by weights from its own posterior draw (one lucky
         draw does not decide a whole round), and the weights' mean over the round."""
-        samples = [self.weights(rng, leaves) for _ in range(size)]
+        weigh = self.weigher(leaves)
+        samples = [weigh(rng) for _ in range(size)]
         picks = [rng.choices(leaves, weights=[sample[leaf] for leaf in leaves])[0] for sample in samples]
         return picks, {leaf: sum(sample[leaf] for sample in samples) / size for leaf in leaves}
 
-    def _score(self, rng: random.Random, leaf: str, pooled: float, typical: float) -> float:
-        """A Thompson draw of the leaf's acceptance rate times its novelty relative to all leaves', both shrunk
-        toward the pooled figures by POOLED pseudo-observations."""
-        rate = rng.betavariate(1 + self.accepted[leaf] + POOLED * pooled, 1 + self.dropped[leaf] + POOLED * (1 - pooled))
+    def _shares(self, base: dict[str, float]) -> dict[str, float]:
+        """`base` normalised, every share lifted to at least `floor`."""
+        total = sum(base.values())
+        shares = {leaf: value / total for leaf, value in base.items()} if total > 0 else dict.fromkeys(base, 1 / len(base))
+        least = min(self.floor, 1 / len(base))
+        return {leaf: least + (1 - least * len(base)) * share for leaf, share in shares.items()}
+
+    def _rate(self, rng: random.Random, leaf: str, pooled: float) -> float:
+        """A Thompson draw of the leaf's acceptance rate, shrunk toward the pooled rate by POOLED pseudo-observations."""
+        return rng.betavariate(1 + self.accepted[leaf] + POOLED * pooled, 1 + self.dropped[leaf] + POOLED * (1 - pooled))
+
+    def _novelty(self, leaf: str, typical: float) -> float:
+        """The leaf's mean novelty, shrunk the same way toward all leaves' (`typical`), relative to it, to the power
+        `novelty_weight`: the factor on its drawn rate."""
         values = self.novelty[leaf]
         novelty = (sum(values) + POOLED * typical) / (len(values) + POOLED)
-        return rate * (max(novelty, 1e-6) / max(typical, 1e-6)) ** self.novelty_weight
+        return (max(novelty, 1e-6) / max(typical, 1e-6)) ** self.novelty_weight
 
 
 class Tracer:
@@ -270,13 +286,10 @@ class Steering:
         dropped: Counter[str] = Counter()
         reasked: Counter[str] = Counter()
         for record in new + failed:
-            leaf, kept = leaf_of(record), record.id in alive
-            self.bandit.update(leaf, kept, novelty.get(record.id))
+            leaf, kept, asked_again = leaf_of(record), record.id in alive, reasks(record)
+            self.bandit.update(leaf, kept, novelty.get(record.id), asked_again)
             (accepted if kept else dropped)[leaf] += 1
-            reasked[leaf] += reasks(record)
-        for leaf, count in reasked.items():  # a re-ask (invalid output) is a request that kept nothing
-            for _ in range(count):
-                self.bandit.update(leaf, False, None)
+            reasked[leaf] += asked_again
         return {"round": number, "draws": size, "weights": {leaf: round(w, 4) for leaf, w in weights.items()},
                 "accepted": dict(accepted), "dropped": dict(dropped), "reasked": dict(+reasked),
                 "survivors": len(self.survivors),

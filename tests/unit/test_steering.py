@@ -55,17 +55,17 @@ def test_the_sim_server_repeats_a_leaf_and_leaves_other_prompts_as_they_were() -
 def test_the_bandit_moves_draws_away_from_a_leaf_that_is_dropped() -> None:
     prior = {"good": 0.5, "bad": 0.5}
     bandit = LeafBandit(prior, adaptive=True, floor=0.05, novelty_weight=1.0)
-    assert bandit.weights(random.Random(0), list(prior)) == pytest.approx(prior)  # no observations: the prior
+    assert bandit.weigher(list(prior))(random.Random(0)) == pytest.approx(prior)  # no observations: the prior
     for _ in range(40):
         bandit.update("good", True, 0.6)
         bandit.update("bad", False, None)
-    weights = bandit.weights(random.Random(0), list(prior))
+    weights = bandit.weigher(list(prior))(random.Random(0))
     assert weights["bad"] < 0.15 < 0.85 < weights["good"]
     assert weights["bad"] >= 0.05 and sum(weights.values()) == pytest.approx(1)
-    assert weights == bandit.weights(random.Random(0), list(prior))  # seeded: the same every run
+    assert weights == bandit.weigher(list(prior))(random.Random(0))  # seeded: the same every run
     static = LeafBandit(prior, adaptive=False, floor=0.05, novelty_weight=1.0)
     static.update("bad", False, None)
-    assert static.weights(random.Random(0), list(prior)) == pytest.approx(prior)
+    assert static.weigher(list(prior))(random.Random(0)) == pytest.approx(prior)
 
 
 def test_each_draw_of_a_round_gets_its_own_posterior_sample() -> None:
@@ -80,7 +80,7 @@ def test_each_draw_of_a_round_gets_its_own_posterior_sample() -> None:
         picks, weights = bandit.draw(random.Random(seed), list(prior), 200)
         assert len(picks) == 200 and sum(weights.values()) == pytest.approx(1)
         assert 0.3 < picks.count("left") / 200 < 0.7  # a round splits about evenly ...
-        lopsided += max(bandit.weights(random.Random(seed), list(prior)).values()) > 0.9
+        lopsided += max(bandit.weigher(list(prior))(random.Random(seed)).values()) > 0.9
     assert lopsided >= 5  # ... where one draw for the whole round would often give it nearly all to one leaf
     assert bandit.draw(random.Random(3), list(prior), 50) == bandit.draw(random.Random(3), list(prior), 50)
 
@@ -91,7 +91,7 @@ def test_novelty_lowers_a_leaf_that_keeps_adding_near_copies() -> None:
     for _ in range(50):
         bandit.update("new", True, 0.8)
         bandit.update("samey", True, 0.1)
-    weights = bandit.weights(random.Random(1), list(prior))
+    weights = bandit.weigher(list(prior))(random.Random(1))
     assert weights["samey"] < 0.25 < weights["new"]
 
 
