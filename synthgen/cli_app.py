@@ -43,9 +43,9 @@ class Engine(str, Enum):
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
+        from synthgen.version import __version__
 
-        typer.echo(f"synthgen {version('synthgen')}")
+        typer.echo(f"synthgen {__version__}")
         raise typer.Exit()
 
 

@@ -58,7 +58,6 @@ def run_recipe(recipe: Recipe, out: str | Path, *, fresh: bool = False, limit: i
                 with run_dir.dataset_path.open("rb") as handle:
                     return RunResult(run_dir, stats, sum(1 for _ in handle))  # finished: nothing to redo or rewrite
             stats.plan = plan_stages(stages, source.estimate() if source is not None else 0, limit)[start:]
-            stats.expected_requests = sum(step.requests or 0 for step in stats.plan) or None
             for index in range(start, len(stages)):  # a `target:` decides its stage's draws before the stage runs
                 if stages[index].steering() is not None:
                     steer(recipe, stages, index, runtime, stats, limit, run_paths(run_dir))

@@ -48,7 +48,6 @@ class RunStats:
     what a stage measured (e.g. diversity before and after it), keyed by stage label; `timeline` holds
     (seconds, requests finished, tokens) samples taken once a second during the run."""
 
-    expected_requests: int | None = None
     planned_requests: int = 0
     finished_requests: int = 0
     reasks: int = 0  # new requests (new seed) for outputs that were truncated or failed validation: never re-sends
