@@ -185,8 +185,7 @@ class RunStore:
         listing = self.listing(source)
         rows = np.flatnonzero(listing.mask(query))
         if not query.text:
-            page = rows[offset:offset + size]
-            return [(int(row), self.read(source, int(row))) for row in page], len(rows) > offset + size
+            return list(self._scan(source, rows[offset:offset + size])), len(rows) > offset + size
         hits: list[tuple[int, Row]] = []
         for row, record in self._scan(source, rows):
             if _matches(record, query.text):
@@ -210,7 +209,8 @@ class RunStore:
                     yield row, _parse(handle.readline(), path, None)
             return
         wanted = set(rows.tolist())
-        for row, record in enumerate(self._checkpoint_rows(source)):
+        last = max(wanted, default=-1)
+        for row, record in enumerate(islice(self._checkpoint_rows(source), last + 1)):
             if row in wanted:
                 yield row, record
             if row >= (rows[-1] if len(rows) else -1):
