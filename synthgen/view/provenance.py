@@ -103,13 +103,15 @@ class _Cache:
     def __init__(self, store: RunStore) -> None:
         path = store.path / "cache.sqlite"
         recipe = store.run.recipe
-        configs = [recipe.get("backend"), *(recipe.get("backends") or {}).values()]
-        self.identities = []
-        for config in configs:
+        recorded = (recipe.get("run") or {}).get("backend")  # the run's own: it holds what a backend adds (a model
+        self.identities = [content_hash(recorded)] if recorded else []  # file's sha256), which no config says
+        for config in [recipe.get("backend"), *(recipe.get("backends") or {}).values()]:
             try:
-                self.identities.append(content_hash(BackendConfig.model_validate(config or {}).identity()))
+                identity = content_hash(BackendConfig.model_validate(config or {}).identity())
             except (ValueError, SynthgenError):
                 continue
+            if identity not in self.identities:
+                self.identities.append(identity)
         self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True) if path.exists() else None
 
     def text(self, request: str | None) -> str | None:

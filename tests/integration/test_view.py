@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from synthgen import api
 from synthgen.backends.base import ChatRequest
@@ -62,6 +64,20 @@ def test_store_pages_filters_and_traces_records(run_dir: Path) -> None:
     assert all(shown["completion"] for shown in page["steps"])
     compared = {f["field"]: f for f in page["parent"]["compare"]}
     assert compared["response"]["parent"] == "" and ("insert", rows[0]["fields"]["response"]) in compared["response"]["diff"]
+
+
+def test_raw_completions_are_found_under_the_backend_identity_the_run_recorded(run_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    frozen = yaml.safe_load((copy / "recipe.yaml").read_text())
+    assert frozen["run"]["backend"]["kind"] == "sim"
+    # a backend's identity may hold more than its config says (llama.cpp adds its model file's sha256): stand that
+    # in by a config whose own identity differs from the one the requests were cached under
+    frozen["backend"] = {"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "elsewhere"}
+    (copy / "recipe.yaml").write_text(yaml.safe_dump(frozen))
+    row = read_jsonl(copy / "dataset.jsonl")[0]
+    steps = record_page(RunStore(copy), row["id"])["steps"]
+    assert len(steps) == 2 and all(shown["completion"] for shown in steps)
 
 
 def test_word_diff_marks_changed_words() -> None:
