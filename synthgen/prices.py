@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
+from synthgen.config import load_yaml
 from synthgen.errors import ConfigError
 from synthgen.estimate import Prices
 
@@ -45,10 +44,7 @@ def load_prices(path: Path | None, price_in: float | None, price_out: float | No
     """The table from `path` and/or one price for every model; None when the user gave no price at all."""
     table: dict[str, Prices] = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(str(path), None, f"cannot read the prices file ({exc})") from None
+        data = load_yaml(path)
         if not isinstance(data, dict):
             raise ConfigError(str(path), None, "expected a mapping of model name -> {input: $/M, output: $/M}")
         for model, entry in data.items():

@@ -81,6 +81,11 @@ def test_prices_file_and_flags(tmp_path: Path) -> None:
     path.write_text("gpt-4o-mini: {input: cheap}\n")
     with pytest.raises(ConfigError, match="gpt-4o-mini"):
         load_prices(path, None, None)
+    path.write_text("gpt-4o-mini: {input: 0.15\n")
+    with pytest.raises(ConfigError, match=r"prices\.yaml.*line"):
+        load_prices(path, None, None)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_prices(tmp_path / "missing.yaml", None, None)
 
 
 def test_retries_by_cause() -> None:
