@@ -8,7 +8,6 @@ Every text that comes from records is escaped; the page loads nothing from outsi
 from __future__ import annotations
 
 import base64
-import html
 import importlib.util
 import io
 import random
@@ -26,21 +25,17 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 from synthgen.embedding.encoder import Encoder
 from synthgen.errors import ConfigError, RunDirError
 from synthgen.report_data import RunData, Sample
-from synthgen.report_records import GROUP_COLOURS, examples, length_figure
+from synthgen.report_records import GROUP_COLOURS, escape_html, examples, length_figure, not_available, plain_label
 from synthgen.rundir import write_atomic
 from synthgen.stats import reject_example
 
-_COLOURS = {"in": "#9db4d0", "out": "#2f6fad", "rejected": "#d1603d", "seed": "#9a9a9a", "synthetic": "#2f6fad",
-            "target": "#c4c4c4", "observed": "#2f6fad"}
+_COLOURS = {"in": "#9db4d0", "out": "#2f6fad", "rejected": "#d1603d", **GROUP_COLOURS, "target": "#c4c4c4",
+            "observed": "#2f6fad"}
 _STYLE = """body{font-family:system-ui,-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;max-width:980px;margin:2em auto;
 padding:0 1em;color:#222;line-height:1.45}h1{margin-bottom:.2em}section{border-top:1px solid #ddd;padding:.5em 0 1em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;
 vertical-align:top}th{background:#f3f3f3}td.num{text-align:right}img{max-width:100%;display:block;margin:.5em 0}
 .na{color:#777;font-style:italic}.note{color:#555;font-size:.92em}code{font-size:.9em}nav a{margin-right:.8em}"""
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def _figure(height: float = 3.5, width: float = 6) -> Figure:
@@ -50,25 +45,17 @@ def _figure(height: float = 3.5, width: float = 6) -> Figure:
 def _img(fig: Figure, alt: str) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    return f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode("ascii")}" alt="{_e(alt)}">'
+    return f'<img src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode("ascii")}" alt="{escape_html(alt)}">'
 
 
 def _value(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else value if isinstance(value, str) else orjson.dumps(value).decode()
 
 
-def _plain(label: str) -> str:
-    return label.replace("$", r"\$")  # matplotlib would read $...$ as mathtext
-
-
-def _missing(why: str) -> str:
-    return f'<p class="na">Not available for this run: {_e(why)}.</p>'
-
-
 def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    head = "".join(f"<th>{escape_html(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td class="num">{v:,}</td>' if type(v) is int else f"<td>{_e(v)}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f'<td class="num">{v:,}</td>' if type(v) is int else f"<td>{escape_html(v)}</td>" for v in row) + "</tr>"
         for row in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -84,7 +71,7 @@ def _hbars(series: Mapping[str, Sequence[float]], labels: list[str], xlabel: str
                        label=name, color=_COLOURS.get(name))
         text = [(f"{v:.1%}" if percent else f"{v:,.0f}") if v else "" for v in values]
         ax.bar_label(bars, labels=text, padding=2, fontsize=7)
-    ax.set_yticks(np.arange(len(labels)), [_plain(label) for label in labels], fontsize=8)
+    ax.set_yticks(np.arange(len(labels)), [plain_label(label) for label in labels], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel(xlabel)
     ax.margins(x=0.12)
@@ -98,7 +85,7 @@ def _hbars(series: Mapping[str, Sequence[float]], labels: list[str], xlabel: str
 def _funnel(run: RunData) -> str:
     stages: dict[str, dict[str, int]] = run.stats.get("stages") or {}
     if not stages:
-        return _missing("stats.json has no stage counts")
+        return not_available("stats.json has no stage counts")
     names = list(stages)
     series = {key: [stages[n].get(f"records_{key}" if key != "rejected" else key, 0) for n in names]
               for key in ("in", "out", "rejected")}
@@ -110,7 +97,7 @@ def _funnel(run: RunData) -> str:
 def _rejects(run: RunData) -> str:
     reasons: dict[str, int] = run.stats.get("rejects_by_reason") or {}
     if not reasons:
-        return _missing("no record was rejected")
+        return not_available("no record was rejected")
     ordered = sorted(reasons, key=lambda r: -reasons[r])
     examples: dict[str, dict[str, Any]] = {}
     for row in run.rows("rejects.jsonl"):
@@ -127,7 +114,7 @@ def _judge_scores(run: RunData) -> str:
     judged = {label: values["scores"] for label, values in (run.stats.get("metrics") or {}).items()
               if isinstance(values, dict) and values.get("scores")}
     if not judged:
-        return _missing("no judge stage graded records")
+        return not_available("no judge stage graded records")
     parts = []
     for label, criteria in judged.items():
         scores = sorted({int(score) for d in criteria.values() for score in d["histogram"]})
@@ -135,21 +122,21 @@ def _judge_scores(run: RunData) -> str:
         alt = f"{label}, records per score: " + "; ".join(
             f"{name} " + ", ".join(f"{score}: {n}" for score, n in zip(scores, counts, strict=True))
             for name, counts in series.items())
-        parts.append(f"<h3>{_e(label)}</h3>" + _img(_hbars(series, [str(score) for score in scores], "records"), alt))
+        parts.append(f"<h3>{escape_html(label)}</h3>" + _img(_hbars(series, [str(score) for score in scores], "records"), alt))
     return "".join(parts)
 
 
 def _lengths(synthetic: Sample, real: Sample, seeds: Sample | None) -> str:
     drawn = length_figure({"seed": seeds or Sample(0, random.Random()), "real": real, "synthetic": synthetic}, _figure)
     if drawn is None:
-        return _missing("dataset.jsonl is empty")
+        return not_available("dataset.jsonl is empty")
     note = "" if seeds is not None else '<p class="note">No seed data: the recipe has no source, or it no longer resolves.</p>'
     return _img(*drawn) + note
 
 
 def _coverage(run: RunData, synthetic: Sample) -> str:
     if not synthetic.leaves:
-        return _missing("no dataset record carries a taxonomy leaf")
+        return not_available("no dataset record carries a taxonomy leaf")
     total = sum(synthetic.leaves.values())
     observed = {leaf: count / total for leaf, count in synthetic.leaves.items()}
     targets = run.targets()
@@ -167,7 +154,7 @@ def _coverage(run: RunData, synthetic: Sample) -> str:
     if len(leaves) > len(shown):
         note += f" The {len(shown)} largest of {len(leaves)} leaves are shown."
     alt = "Share of dataset records per taxonomy leaf" + (" against target weights" if targets else "")
-    return _img(fig, alt) + f'<p class="note">{_e(note)} {total:,} records carry a leaf.</p>'
+    return _img(fig, alt) + f'<p class="note">{escape_html(note)} {total:,} records carry a leaf.</p>'
 
 
 def _project(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, list[str]]:
@@ -195,11 +182,11 @@ def _embedding_map(synthetic: Sample, real: Sample, seeds: Sample | None, encode
     seed_texts, real_texts = seeds.texts() if seeds else [], real.texts()
     texts = seed_texts + real_texts + synthetic.texts()
     if len(texts) < 3:
-        return _missing("fewer than three records to embed")
+        return not_available("fewer than three records to embed")
     try:
         vectors = (encoder or Encoder(cache_dir=cache)).encode(texts).astype(np.float64)
     except ConfigError as exc:
-        return _missing(f"the embedding model cannot be loaded ({exc})")
+        return not_available(f"the embedding model cannot be loaded ({exc})")
     points, labels = _project(vectors, seed)
     fig = _figure(4.2, 8)
     ax = fig.add_subplot()
@@ -217,7 +204,7 @@ def _embedding_map(synthetic: Sample, real: Sample, seeds: Sample | None, encode
     for k, name in enumerate([*top, "other"]):
         mask = np.array([(leaf == name) if name != "other" else leaf not in top for leaf in leaves])
         if mask.any():
-            label = f"{_plain(name[:40])} ({int(mask.sum()):,})"
+            label = f"{plain_label(name[:40])} ({int(mask.sum()):,})"
             ax.scatter(synth[mask, 0], synth[mask, 1], s=9, c=cmap[k], alpha=0.75, label=label)
     ax.set_xlabel(labels[0], fontsize=8)
     ax.set_ylabel(labels[1], fontsize=8)
@@ -247,13 +234,13 @@ def _duplicates(run: RunData) -> str:
     ax.set_ylabel("clusters")
     ax.margins(y=0.15)
     summary = f"{len(kept):,} clusters, {sum(kept.values()):,} duplicates removed, largest cluster {max(sizes)}"
-    return _img(fig, f"Histogram of duplicate cluster sizes: {summary}") + f'<p class="note">{_e(summary)}.</p>'
+    return _img(fig, f"Histogram of duplicate cluster sizes: {summary}") + f'<p class="note">{escape_html(summary)}.</p>'
 
 
 def _timeline(run: RunData) -> str:
     points = np.array(run.stats.get("timeline") or [], dtype=np.float64).reshape(-1, 3)
     if len(points) < 2:
-        return _missing("fewer than two timeline samples in stats.json")
+        return not_available("fewer than two timeline samples in stats.json")
     ends: dict[str, float] = run.stats.get("stage_finished_s") or {}  # each stage's end: a marker on both panels
     fig = _figure(3.2, 8)
     for k, (title, colour) in enumerate([("requests finished", "out"), ("tokens (prompt + completion)", "rejected")]):
@@ -265,7 +252,7 @@ def _timeline(run: RunData) -> str:
         ax.set_ylim(bottom=0)
         for label, seconds in ends.items():
             ax.axvline(seconds, color="#777777", linewidth=0.8, linestyle=":")
-            ax.annotate(_plain(label), (seconds, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=6,
+            ax.annotate(plain_label(label), (seconds, 1.0), xycoords=("data", "axes fraction"), rotation=90, fontsize=6,
                         va="top", ha="right", color="#555555")
     alt = f"Requests finished and tokens over {points[-1, 0]:.1f} s: {points[-1, 1]:,.0f} requests, {points[-1, 2]:,.0f} tokens"
     if ends:
@@ -278,14 +265,14 @@ def _steering(run: RunData) -> str:
     found = [(label, m["steering"]) for label, m in (run.stats.get("metrics") or {}).items()
              if isinstance(m, dict) and isinstance(m.get("steering"), dict)]
     if not found:
-        return _missing("no stage generates to a `target:`")
+        return not_available("no stage generates to a `target:`")
     label, steering = found[0]
     rounds = steering.get("rounds") or []
     leaves = sorted({leaf for r in rounds for leaf in r["weights"]})
     fig = _figure(3.4, 8)
     ax = fig.add_subplot(1, 1, 1)
     for leaf in leaves:
-        ax.plot([r["round"] for r in rounds], [r["weights"].get(leaf, 0.0) for r in rounds], marker=".", label=_plain(leaf))
+        ax.plot([r["round"] for r in rounds], [r["weights"].get(leaf, 0.0) for r in rounds], marker=".", label=plain_label(leaf))
     ax.set_xlabel("round", fontsize=8)
     ax.set_ylabel("share of the round's draws", fontsize=8)
     ax.tick_params(labelsize=7)
@@ -293,7 +280,7 @@ def _steering(run: RunData) -> str:
     ax.legend(fontsize=6, ncol=2)
     summary = (f"{label}: target {steering['target']}, stopped by {steering['stop']} with {steering['records']} "
                f"records from {steering['draws']} draws in {len(rounds)} rounds")
-    return _img(fig, f"Leaf weights per round; {summary}") + f'<p class="note">{_e(summary)}.</p>'
+    return _img(fig, f"Leaf weights per round; {summary}") + f'<p class="note">{escape_html(summary)}.</p>'
 
 
 def run_figures(run: RunData) -> dict[str, str]:
@@ -311,9 +298,9 @@ def _header(run: RunData, records: int) -> str:
     metrics = [[label, name, _value(value)] for label, values in (stats.get("metrics") or {}).items()
                if isinstance(values, dict) for name, value in values.items()
                if name not in ("scores", "steering")]  # see _judge_scores, _steering
-    nav = "".join(f'<a href="#{key}">{_e(title)}</a>' for key, title in _TITLES.items())
-    return (f"<h1>Run report: {_e(run.name)}</h1><p>Run directory <code>{_e(run.path)}</code><br>"
-            f"Recipe sha256 <code>{_e(run.recipe_hash)}</code></p>{_table(['total', ''], totals)}"
+    nav = "".join(f'<a href="#{key}">{escape_html(title)}</a>' for key, title in _TITLES.items())
+    return (f"<h1>Run report: {escape_html(run.name)}</h1><p>Run directory <code>{escape_html(run.path)}</code><br>"
+            f"Recipe sha256 <code>{escape_html(run.recipe_hash)}</code></p>{_table(['total', ''], totals)}"
             + (f"<h3>Metrics</h3>{_table(['stage', 'metric', 'value'], metrics)}" if metrics else "")
             + f"<nav>{nav}</nav>")
 
@@ -340,8 +327,9 @@ def build_report(run_dir: Path, out: Path | None = None, encoder: Encoder | None
               "duplicates": _duplicates(run), "judge": _judge_scores(run), "timeline": _timeline(run),
               "steering": _steering(run),
               "examples": examples(synthetic, real)}
-    sections = "".join(f'<section id="{key}"><h2>{_e(_TITLES[key])}</h2>{body}</section>' for key, body in bodies.items())
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>synthgen report: {_e(run.name)}</title>'
+    sections = "".join(f'<section id="{key}"><h2>{escape_html(_TITLES[key])}</h2>{body}</section>'
+                       for key, body in bodies.items())
+    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>synthgen report: {escape_html(run.name)}</title>'
             f"<style>{_STYLE}</style></head><body>{_header(run, synthetic.count + real.count)}{sections}</body></html>\n")
     target = Path(out) if out is not None else run.path / "report.html"
     _refuse_foreign(target)

@@ -19,8 +19,19 @@ EXAMPLE_CHARS = 600
 GROUP_COLOURS = {"seed": "#9a9a9a", "real": "#6aa84f", "synthetic": "#2f6fad"}
 
 
-def _e(value: Any) -> str:
+def escape_html(value: Any) -> str:
+    """`value` as text safe inside HTML (every record text goes through this)."""
     return html.escape(str(value), quote=True)
+
+
+def plain_label(label: str) -> str:
+    """`label` as matplotlib prints it literally (it would read $...$ as mathtext)."""
+    return label.replace("$", r"\$")
+
+
+def not_available(why: str) -> str:
+    """The note a section shows instead of its figure or table."""
+    return f'<p class="na">Not available for this run: {escape_html(why)}.</p>'
 
 
 def _text_fields(groups: dict[str, Sample]) -> list[str]:
@@ -55,7 +66,7 @@ def length_figure(groups: dict[str, Sample], figure: Callable[[float, float], Fi
         for group, values in present.items():
             ax.hist(values, bins=edges.tolist(), weights=np.full(len(values), 1 / len(values)), alpha=0.55,
                     color=GROUP_COLOURS[group], label=f"{group} (n={len(values):,}, median {np.median(values):,.0f})")
-        ax.set_title(f"field `{name}`".replace("$", r"\$"), fontsize=9)
+        ax.set_title(plain_label(f"field `{name}`"), fontsize=9)
         ax.set_xlabel("characters", fontsize=8)
         ax.set_ylabel("share of records", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -69,12 +80,13 @@ def examples(synthetic: Sample, real: Sample) -> str:
     shown = [(fields, leaf, "synthetic") for fields, leaf in synthetic.picked[:EXAMPLES]]
     shown += [(fields, "", "real") for fields, _ in real.picked[:2]]
     if not shown:
-        return '<p class="na">Not available for this run: dataset.jsonl is empty.</p>'
+        return not_available("dataset.jsonl is empty")
     parts = []
     for number, (fields, leaf, kind) in enumerate(shown, start=1):
         title = f"Example {number} ({kind}" + (f", leaf {leaf}" if leaf and leaf != "(no leaf)" else "") + ")"
-        rows = "".join(f"<tr><th>{_e(name)}</th><td>{_e(_shorten(text))}</td></tr>" for name, text in fields.items())
-        parts.append(f"<h3>{_e(title)}</h3><table>{rows}</table>")
+        rows = "".join(f"<tr><th>{escape_html(name)}</th><td>{escape_html(_shorten(text))}</td></tr>"
+                       for name, text in fields.items())
+        parts.append(f"<h3>{escape_html(title)}</h3><table>{rows}</table>")
     return "".join(parts) + '<p class="note">Drawn from the same seeded sample as the embedding map.</p>'
 
 
