@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from synthgen.cli_app import Engine, app, console, guarded, sigterm_as_interrupt
-from synthgen.stats import RunStats
+from synthgen.stats import RunStats, steered_stages
 
 if TYPE_CHECKING:
     from synthgen.prices import PriceTable
@@ -172,9 +172,8 @@ def _print_summary(stats: RunStats) -> None:
 
 def _print_steering(stats: RunStats) -> None:
     """One line per steered stage (`target:`): where it stopped and why."""
-    for label, metrics in stats.metrics.items():
-        if isinstance(steering := (metrics or {}).get("steering"), dict):
-            done = "reached" if steering["stop"] == "target_reached" else f"not reached: {steering['stop']}"
-            console.print(f"{label}: target {steering['target']} {done} ({steering['records']} records from "
-                          f"{steering['draws']} draws in {len(steering['rounds'])} rounds; the stage's replay of them "
-                          "is among the cache hits above)", highlight=False)
+    for label, steering in steered_stages(stats.metrics):
+        done = "reached" if steering["stop"] == "target_reached" else f"not reached: {steering['stop']}"
+        console.print(f"{label}: target {steering['target']} {done} ({steering['records']} records from "
+                      f"{steering['draws']} draws in {len(steering['rounds'])} rounds; the stage's replay of them "
+                      "is among the cache hits above)", highlight=False)

@@ -27,7 +27,7 @@ from synthgen.errors import ConfigError, RunDirError
 from synthgen.report_data import RunData, Sample
 from synthgen.report_records import GROUP_COLOURS, escape_html, examples, length_figure, not_available, plain_label
 from synthgen.rundir import write_atomic
-from synthgen.stats import reject_example
+from synthgen.stats import reject_example, steered_stages
 
 _COLOURS = {"in": "#9db4d0", "out": "#2f6fad", "rejected": "#d1603d", **GROUP_COLOURS, "target": "#c4c4c4",
             "observed": "#2f6fad"}
@@ -262,8 +262,7 @@ def _timeline(run: RunData) -> str:
 
 def _steering(run: RunData) -> str:
     """Each round's leaf weights of a steered stage (`target:`, stats.json `metrics.<stage>.steering`)."""
-    found = [(label, m["steering"]) for label, m in (run.stats.get("metrics") or {}).items()
-             if isinstance(m, dict) and isinstance(m.get("steering"), dict)]
+    found = steered_stages(run.stats.get("metrics") or {})
     if not found:
         return not_available("no stage generates to a `target:`")
     label, steering = found[0]

@@ -37,6 +37,12 @@ def reject_example(fields: dict[str, Any]) -> str:
     return text if len(text) <= EXAMPLE_CHARS else text[:EXAMPLE_CHARS - 1] + "…"
 
 
+def steered_stages(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(stage label, summary) of each stage steered to a `target:` (`metrics.<stage>.steering`, synthgen.steering)."""
+    return [(label, m["steering"]) for label, m in metrics.items()
+            if isinstance(m, dict) and isinstance(m.get("steering"), dict)]
+
+
 _SUMMED = {"planned": "planned_requests", "finished": "finished_requests", "reasks": "reasks", "cache_hits": "cache_hits",
            "http_sent": "http_requests", "http_ok": "http_ok", "prompt_tokens": "prompt_tokens",
            "completion_tokens": "completion_tokens"}  # totals() key -> RunStats attribute
