@@ -58,8 +58,6 @@ async def _overview(request: web.Request) -> web.Response:
 
 def overview(store: RunStore) -> dict[str, Any]:
     """The first page: the run's funnel, rejects by reason, the report's figures, what can be browsed and filtered."""
-    from synthgen.report import run_figures  # matplotlib: imported when the page is first asked for
-
     stats, run = store.run.stats, store.run
     stages = stats.get("stages") or {}
     dataset = store.listing("dataset") if "dataset" in store.sources else None
@@ -74,7 +72,7 @@ def overview(store: RunStore) -> dict[str, Any]:
         "reasons": sorted(name for name in (rejects.reasons if rejects else []) if name),
         "records": len(dataset) if dataset else 0,
         "review": {action: len(ids_with(decisions, action)) for action in ACTIONS},
-        "figures": run_figures(run),  # HTML made by the report (its text escaped there), shown as is
+        "figures": store.figures,  # HTML made by the report (its text escaped there), shown as is
     }
 
 

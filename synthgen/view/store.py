@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,13 @@ class RunStore:
         self.checkpoints = path / "checkpoints"
         self.labels = sorted(done.stem for done in self.checkpoints.glob("*.done")) if self.checkpoints.is_dir() else []
         self._listings: dict[str, Listing] = {}
+
+    @cached_property
+    def figures(self) -> dict[str, str]:
+        """The report's run-level sections (report.run_figures), made once: the run does not change while browsed."""
+        from synthgen.report import run_figures  # matplotlib: imported when the overview is first asked for
+
+        return run_figures(self.run)
 
     @property
     def sources(self) -> list[str]:
