@@ -5,7 +5,6 @@ text (never as HTML), so model output cannot inject markup; the overview's figur
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from synthgen.aio import new_event_loop
+from synthgen.aio import LoopThread
 from synthgen.errors import SynthgenError
 from synthgen.review import ACTIONS, append_decisions, ids_with, read_review
 from synthgen.view.provenance import compare, descendants, lineage, steps
@@ -157,17 +156,16 @@ class ViewServer:
 
     def __init__(self, run_dir: Path, reviewer: str, port: int = 0, host: str = "127.0.0.1") -> None:
         self.app, self.host, self.port = make_app(run_dir, reviewer), host, port
-        self._loop = new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="synthgen-view")
         self._runner = web.AppRunner(self.app, access_log=None)
+        self._loop: LoopThread | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
 
     def __enter__(self) -> ViewServer:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result()
+        self._loop = LoopThread()
+        self._loop.run(self._start())
         return self
 
     async def _start(self) -> None:
@@ -176,7 +174,6 @@ class ViewServer:
         self.port = int(self._runner.addresses[0][1])
 
     def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        if self._loop is not None:
+            self._loop.run(self._runner.cleanup())
+            self._loop.close()
