@@ -23,9 +23,7 @@ def view(
     from synthgen.review import default_reviewer
     from synthgen.view.server import ViewServer
 
-    def start() -> ViewServer:
-        if not (run_dir / "stats.json").exists():
-            raise RunDirError(f"{run_dir}: no stats.json; is this a finished synthgen run directory?")
+    def start() -> ViewServer:  # a folder that is no run: RunData (under RunStore) raises RunDirError
         try:
             return ViewServer(run_dir, reviewer or default_reviewer(), port).__enter__()
         except OSError as exc:
